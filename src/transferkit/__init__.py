@@ -1,0 +1,38 @@
+"""transferkit: transfer learning of image classifiers on Keras 3, short, correct and fast.
+
+Pick a pretrained backbone by name, train a new head, unfreeze the top of the backbone,
+fine-tune, predict, save and ship::
+
+    import transferkit as tk
+
+    clf = tk.TransferClassifier("mobilenet_v2", class_names=["cat", "dog"], image_size=160)
+    clf.fit_head(train, validation_data=val, epochs=10)
+    clf.unfreeze(from_layer=100)
+    clf.fine_tune(train, validation_data=val, epochs=10)
+    clf.save("cats_dogs.keras")
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from transferkit._registry import get_backbone, list_backbones, register_backbone
+from transferkit.backbone import Backbone
+from transferkit.classifier import TransferClassifier, load_classifier
+from transferkit.history import TrainingHistory
+
+try:
+    __version__ = version("transferkit")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Backbone",
+    "TrainingHistory",
+    "TransferClassifier",
+    "__version__",
+    "get_backbone",
+    "list_backbones",
+    "load_classifier",
+    "register_backbone",
+]

@@ -1,0 +1,92 @@
+"""Freezing and unfreezing a backbone, with BatchNormalization always in inference mode.
+
+Keras 3 passes the outer ``training=True`` of ``fit`` into a nested backbone even when the
+backbone was called with ``training=False`` (keras-team/keras#20285), so a trainable BN layer
+would normalize with batch statistics and drift its moving mean and variance. A BN layer whose
+``trainable`` is False runs in inference mode whatever ``training`` says, so that flag, set here
+on every BN layer at every stage, is what keeps the statistics fixed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+
+import keras
+
+from transferkit.errors import UnknownLayerError
+
+__all__ = ["batch_norm_layers", "freeze", "resolve_layer_index", "unfreeze_from"]
+
+
+def _sublayers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
+    # Keras has no public recursive walk; _flatten_layers is what Layer.trainable itself uses.
+    yield from layer._flatten_layers(include_self=True, recursive=True)
+
+
+def batch_norm_layers(model: keras.layers.Layer) -> list[keras.layers.BatchNormalization]:
+    """Every BatchNormalization layer in ``model``, nested ones included."""
+    return [
+        layer for layer in _sublayers(model) if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
+def freeze(backbone: keras.Model) -> None:
+    """Makes every layer of the backbone non-trainable."""
+    backbone.trainable = False
+
+
+def unfreeze_from(backbone: keras.Model, index: int) -> None:
+    """Makes ``backbone.layers[index:]`` trainable except BatchNormalization layers.
+
+    Args:
+        backbone: the backbone model.
+        index: a non-negative index into ``backbone.layers``.
+    """
+    backbone.trainable = True  # the flag cascades to every sublayer; narrow it down below
+    for position, layer in enumerate(backbone.layers):
+        layer.trainable = position >= index
+    for layer in batch_norm_layers(backbone):
+        layer.trainable = False
+
+
+def resolve_layer_index(backbone: keras.Model, from_layer: int | str | None) -> int:
+    """Turns ``unfreeze``'s argument into a non-negative index into ``backbone.layers``.
+
+    Args:
+        backbone: the backbone model.
+        from_layer: an index (negative counts from the top), a layer name, or None for the
+            whole backbone.
+
+    Raises:
+        UnknownLayerError: the index is out of range or the name is not a backbone layer.
+    """
+    count = len(backbone.layers)
+    if from_layer is None:
+        return 0
+    if isinstance(from_layer, bool) or not isinstance(from_layer, (int, str)):
+        msg = (
+            "from_layer must be a layer index, a layer name or None. "
+            f"Received: from_layer={from_layer!r}"
+        )
+        raise UnknownLayerError(msg)
+    if isinstance(from_layer, int):
+        if not -count <= from_layer < count:
+            msg = (
+                f"from_layer is out of range: the backbone {backbone.name!r} has {count} "
+                f"layers, so valid indices are {-count} to {count - 1}. "
+                f"Received: from_layer={from_layer}"
+            )
+            raise UnknownLayerError(msg)
+        return from_layer % count
+    names = [layer.name for layer in backbone.layers]
+    if from_layer in names:
+        return names.index(from_layer)
+    near = difflib.get_close_matches(from_layer, names, n=3)
+    hint = f"Did you mean {', '.join(map(repr, near))}? " if near else ""
+    msg = (
+        f"The backbone {backbone.name!r} has no layer named {from_layer!r}. {hint}"
+        f"List them with [layer.name for layer in clf.backbone.layers]. "
+        f"Received: from_layer={from_layer!r}"
+    )
+    raise UnknownLayerError(msg)

@@ -1,0 +1,180 @@
+"""Turning what users pass (datasets, arrays, tensors) into batched ``tf.data`` pipelines.
+
+Every check here runs before any training or prediction starts, so bad input fails fast with
+a message that names what was expected and what was received.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Union
+
+import numpy as np
+import tensorflow as tf
+
+from transferkit.errors import DataError, ImageShapeError, TransferkitWarning
+
+__all__ = ["Images", "LabeledData", "as_image_input", "as_labeled_dataset"]
+
+#: Labeled data: a ``tf.data.Dataset`` of ``(images, labels)`` batches or an ``(x, y)`` pair.
+LabeledData = Union[tf.data.Dataset, tuple[Any, Any]]
+#: Images: a numpy array or tensor (one image or a batch), or a dataset of images.
+Images = Union[np.ndarray, tf.Tensor, tf.data.Dataset]
+
+
+def _check_image_shape(shape: tuple[int | None, ...], image_size: tuple[int, int]) -> None:
+    height, width = image_size
+    if len(shape) != 4:
+        msg = (
+            "Images must be a batch of shape (batch, height, width, 3). "
+            f"Received: images of shape {shape}"
+        )
+        raise ImageShapeError(msg)
+    if shape[3] is not None and shape[3] != 3:
+        msg = (
+            f"Images must have 3 (RGB) channels; convert grayscale or RGBA images to RGB first. "
+            f"Received: images of shape {shape}"
+        )
+        raise ImageShapeError(msg)
+    got = shape[1:3]
+    if None not in got and tuple(got) != (height, width):
+        msg = (
+            f"Images are {got[0]}x{got[1]} but this classifier was built for {height}x{width}. "
+            f"Resize them (for instance with keras.layers.Resizing({height}, {width})) or "
+            f"build the classifier with image_size=({got[0]}, {got[1]}). "
+            f"Received: images of shape {shape}, expected (batch, {height}, {width}, 3)"
+        )
+        raise ImageShapeError(msg)
+
+
+def _warn_if_scaled(images: np.ndarray) -> None:
+    # A classic mistake: images already divided by 255. The model wants raw 0-255 pixels.
+    if np.issubdtype(images.dtype, np.floating) and images.size and float(np.max(images)) <= 1.0:
+        warnings.warn(
+            "Images look scaled to [0, 1], but transferkit models take raw pixels in 0-255 and "
+            "apply the backbone's preprocessing themselves. Pass the unscaled images.",
+            TransferkitWarning,
+            stacklevel=4,
+        )
+
+
+def _array_images(images: Any, image_size: tuple[int, int]) -> np.ndarray:
+    array = np.asarray(images)
+    if array.ndim == 3:
+        array = array[np.newaxis]
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        msg = f"Images must be numeric pixel values. Received: dtype {array.dtype}"
+        raise DataError(msg)
+    _check_image_shape(array.shape, image_size)
+    _warn_if_scaled(array)
+    return array
+
+
+def _array_labels(labels: Any, count: int, num_classes: int) -> np.ndarray:
+    array = np.asarray(labels)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1 or array.shape[0] != count:
+        msg = (
+            f"Labels must be a 1D array of {count} integer class indices, one per image. "
+            f"Received: labels of shape {array.shape}"
+        )
+        raise DataError(msg)
+    if not np.issubdtype(array.dtype, np.number) or not np.all(np.equal(np.mod(array, 1), 0)):
+        msg = (
+            "Labels must be integer class indices (not one-hot, not names). "
+            f"Received: labels of dtype {array.dtype}"
+        )
+        raise DataError(msg)
+    if count and (array.min() < 0 or array.max() >= num_classes):
+        msg = (
+            f"Labels must lie in [0, {num_classes - 1}] for {num_classes} classes. "
+            f"Received: labels from {array.min()} to {array.max()}"
+        )
+        raise DataError(msg)
+    return array.astype(np.int32)
+
+
+def _dataset_images_spec(dataset: tf.data.Dataset) -> tf.TensorSpec:
+    spec = dataset.element_spec
+    return spec[0] if isinstance(spec, tuple) else spec
+
+
+def as_labeled_dataset(
+    data: LabeledData,
+    *,
+    image_size: tuple[int, int],
+    num_classes: int,
+    batch_size: int,
+    shuffle: bool,
+    name: str = "data",
+) -> tf.data.Dataset:
+    """Validates labeled data and returns a batched, prefetched dataset of (images, labels).
+
+    Args:
+        data: a dataset of ``(images, labels)`` (batched or not) or an ``(x, y)`` pair.
+        image_size: the ``(height, width)`` the model takes.
+        num_classes: the number of classes, to check array labels.
+        batch_size: the batch size for arrays and unbatched datasets.
+        shuffle: shuffle arrays every epoch (datasets keep the order they have).
+        name: what to call the argument in messages.
+
+    Raises:
+        DataError: the data is none of the accepted kinds, or labels are malformed.
+        ImageShapeError: images have the wrong shape.
+    """
+    if isinstance(data, tf.data.Dataset):
+        spec = data.element_spec
+        if not isinstance(spec, tuple) or len(spec) not in (2, 3):
+            msg = (
+                f"{name} must yield (images, labels) pairs. "
+                f"Received: a dataset whose elements are {spec}"
+            )
+            raise DataError(msg)
+        if len(spec[0].shape) == 3:
+            data = data.batch(batch_size)
+        _check_image_shape(tuple(_dataset_images_spec(data).shape), image_size)
+        return data.prefetch(tf.data.AUTOTUNE)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        images = _array_images(data[0], image_size)
+        labels = _array_labels(data[1], len(images), num_classes)
+        if len(images) == 0:
+            msg = f"{name} holds no images. Received: {name} with 0 images"
+            raise DataError(msg)
+        dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+        if shuffle:
+            dataset = dataset.shuffle(len(images), reshuffle_each_iteration=True)
+        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    msg = (
+        f"{name} must be a tf.data.Dataset of (images, labels) batches or an (x, y) pair of "
+        f"arrays. Received: {type(data).__name__}"
+    )
+    raise DataError(msg)
+
+
+def as_image_input(
+    images: Images, *, image_size: tuple[int, int], batch_size: int
+) -> np.ndarray | tf.data.Dataset:
+    """Validates images for prediction: an array batch, or a dataset of image batches.
+
+    Datasets of ``(images, labels)`` are accepted; their labels are dropped.
+
+    Raises:
+        ImageShapeError: images have the wrong shape.
+        DataError: images are not pixel values.
+    """
+    if isinstance(images, tf.data.Dataset):
+        spec = images.element_spec
+        if isinstance(spec, tuple):
+            images = images.map(lambda x, *_: x)
+        if len(_dataset_images_spec(images).shape) == 3:
+            images = images.batch(batch_size)
+        _check_image_shape(tuple(_dataset_images_spec(images).shape), image_size)
+        return images.prefetch(tf.data.AUTOTUNE)
+    if isinstance(images, (str, bytes)) or images is None:
+        msg = (
+            "images must be a numpy array, a tensor or a tf.data.Dataset of images. "
+            f"Received: {type(images).__name__}"
+        )
+        raise DataError(msg)
+    return _array_images(images, image_size)

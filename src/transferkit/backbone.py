@@ -1,0 +1,272 @@
+"""``Backbone``: what transferkit knows about one pretrained network, as data.
+
+A backbone is a frozen dataclass: the ``keras.applications``-style constructor plus the facts
+that constructor does not tell you (the preprocessing its weights expect, its input sizes and
+limits, the width of its features). :meth:`Backbone.build` validates every argument before it
+builds anything.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import keras
+
+from transferkit.errors import (
+    InvalidArgumentError,
+    InvalidImageSizeError,
+    WeightsUnavailableError,
+)
+from transferkit.preprocessing import PREPROCESSING_MODES, ImagePreprocessing, PreprocessingMode
+
+__all__ = ["Backbone", "ImageSize", "Weights"]
+
+#: An image size: one int for square images, or ``(height, width)``.
+ImageSize = Union[int, Sequence[int]]
+#: ``"imagenet"``, ``None`` (random initialization) or the path of a weights file.
+Weights = Union[str, "os.PathLike[str]", None]
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A pretrained image network that transferkit can put under a new head.
+
+    Args:
+        name: str. The registry name, snake_case (``"mobilenet_v2"``).
+        constructor: callable. A ``keras.applications``-style constructor that accepts
+            ``include_top``, ``weights`` and ``input_shape`` keyword arguments and returns a
+            ``keras.Model`` whose output is a 4D feature map.
+        preprocessing: str. The preprocessing its weights expect, one of ``"tf"``,
+            ``"caffe"``, ``"torch"`` or ``"none"`` (see
+            :class:`~transferkit.preprocessing.ImagePreprocessing`).
+        default_image_size: int. The input size the network was trained at.
+        feature_channels: int. Channels of the last feature map at the default settings.
+        family: str. The model family (``"mobilenet"``, ``"efficientnet"``, ...).
+        min_image_size: int. The smallest height or width the network accepts.
+            Defaults to 32.
+        weight_sizes: tuple of int, or None. The square sizes for which ImageNet weights
+            exist, where they are restricted; ``None`` means any size. Defaults to None.
+        imagenet_weights: bool. Whether ``weights="imagenet"`` is available.
+            Defaults to True.
+        parameters: int or None. Parameter count of the headless network at the default
+            settings, for tables. Defaults to None.
+    """
+
+    name: str
+    constructor: Callable[..., keras.Model] = field(repr=False)
+    preprocessing: PreprocessingMode
+    default_image_size: int
+    feature_channels: int
+    family: str
+    min_image_size: int = 32
+    weight_sizes: tuple[int, ...] | None = None
+    imagenet_weights: bool = True
+    parameters: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            msg = f"A backbone needs a non-empty string name. Received: name={self.name!r}"
+            raise InvalidArgumentError(msg)
+        if not callable(self.constructor):
+            msg = (
+                f"Backbone {self.name!r}: constructor must be callable. "
+                f"Received: constructor={self.constructor!r}"
+            )
+            raise InvalidArgumentError(msg)
+        if self.preprocessing not in PREPROCESSING_MODES:
+            msg = (
+                f"Backbone {self.name!r}: preprocessing must be one of "
+                f"{sorted(PREPROCESSING_MODES)}. Received: preprocessing={self.preprocessing!r}"
+            )
+            raise InvalidArgumentError(msg)
+        for attribute in ("default_image_size", "min_image_size", "feature_channels"):
+            value = getattr(self, attribute)
+            if not isinstance(value, int) or value <= 0:
+                msg = (
+                    f"Backbone {self.name!r}: {attribute} must be a positive int. "
+                    f"Received: {attribute}={value!r}"
+                )
+                raise InvalidArgumentError(msg)
+        if self.default_image_size < self.min_image_size:
+            msg = (
+                f"Backbone {self.name!r}: default_image_size is below min_image_size. "
+                f"Received: default_image_size={self.default_image_size}, "
+                f"min_image_size={self.min_image_size}"
+            )
+            raise InvalidArgumentError(msg)
+
+    def preprocessing_layer(self, name: str = "preprocessing") -> ImagePreprocessing:
+        """Returns a new layer mapping raw pixels (0-255) to what this network expects.
+
+        Args:
+            name: str. The layer's name. Defaults to ``"preprocessing"``.
+
+        Returns:
+            A serializable :class:`~transferkit.preprocessing.ImagePreprocessing` layer.
+        """
+        return ImagePreprocessing(self.preprocessing, name=name)
+
+    def resolve_image_size(self, image_size: ImageSize | None = None) -> tuple[int, int]:
+        """Validates an image size and returns it as ``(height, width)``.
+
+        Args:
+            image_size: int, ``(height, width)``, or None for the default size.
+
+        Returns:
+            The size as a ``(height, width)`` tuple.
+
+        Raises:
+            InvalidImageSizeError: the size is not two positive ints, or is below the
+                network's minimum.
+        """
+        if image_size is None:
+            return (self.default_image_size, self.default_image_size)
+        if _is_int(image_size):
+            size: tuple[Any, ...] = (image_size, image_size)
+        elif isinstance(image_size, Sequence) and not isinstance(image_size, str):
+            size = tuple(image_size)
+        else:
+            size = ()
+        if len(size) != 2 or not all(_is_int(side) for side in size):
+            msg = (
+                "image_size must be an int or a (height, width) pair of ints. "
+                f"Received: image_size={image_size!r}"
+            )
+            raise InvalidImageSizeError(msg)
+        height, width = int(size[0]), int(size[1])
+        if height <= 0 or width <= 0:
+            msg = f"image_size must be positive. Received: image_size={image_size!r}"
+            raise InvalidImageSizeError(msg)
+        if min(height, width) < self.min_image_size:
+            msg = (
+                f"Backbone {self.name!r} needs images of at least "
+                f"{self.min_image_size}x{self.min_image_size} pixels. "
+                f"Received: image_size={image_size!r}"
+            )
+            raise InvalidImageSizeError(msg)
+        return (height, width)
+
+    def check_weights(self, weights: Weights, image_size: tuple[int, int]) -> None:
+        """Raises if ``weights`` cannot be used at ``image_size``; builds nothing.
+
+        Args:
+            weights: ``"imagenet"``, None, or the path of a weights file.
+            image_size: ``(height, width)`` as returned by :meth:`resolve_image_size`.
+
+        Raises:
+            InvalidArgumentError: ``weights`` is none of the accepted kinds, or ImageNet
+                weights do not exist for this backbone.
+            InvalidImageSizeError: ImageNet weights do not exist at this size.
+            WeightsUnavailableError: a weights path does not exist.
+        """
+        if weights is None:
+            return
+        if weights == "imagenet":
+            if not self.imagenet_weights:
+                msg = (
+                    f"Backbone {self.name!r} has no ImageNet weights; pass weights=None or "
+                    f"the path of a weights file. Received: weights='imagenet'"
+                )
+                raise InvalidArgumentError(msg)
+            height, width = image_size
+            if self.weight_sizes is not None and (
+                height != width or height not in self.weight_sizes
+            ):
+                msg = (
+                    f"ImageNet weights for {self.name!r} exist only for square images of "
+                    f"{', '.join(map(str, self.weight_sizes))} pixels; pick one of those "
+                    f"sizes or pass weights=None. Received: image_size={image_size}"
+                )
+                raise InvalidImageSizeError(msg)
+            return
+        if isinstance(weights, (str, os.PathLike)):
+            if not Path(weights).is_file():
+                msg = (
+                    f"Weights file not found: {os.fspath(weights)!r}. Pass 'imagenet', None, "
+                    f"or the path of an existing weights file. Received: weights={weights!r}"
+                )
+                raise WeightsUnavailableError(msg)
+            return
+        msg = (
+            "weights must be 'imagenet', None, or the path of a weights file. "
+            f"Received: weights={weights!r}"
+        )
+        raise InvalidArgumentError(msg)
+
+    def build(
+        self,
+        image_size: ImageSize | None = None,
+        weights: Weights = "imagenet",
+        **kwargs: Any,
+    ) -> keras.Model:
+        """Builds the headless network (``include_top=False``).
+
+        Args:
+            image_size: int, ``(height, width)``, or None for :attr:`default_image_size`.
+            weights: ``"imagenet"`` (downloaded once by Keras into ``~/.keras/models``),
+                None for random initialization, or the path of a weights file written by
+                ``model.save_weights(...)`` for the same backbone and arguments.
+            **kwargs: Forwarded to the constructor (for instance ``alpha=0.35``).
+
+        Returns:
+            A ``keras.Model`` from raw-preprocessed images to a 4D feature map.
+
+        Raises:
+            InvalidImageSizeError: the size is not allowed (checked before building).
+            WeightsUnavailableError: the weights cannot be downloaded or read.
+        """
+        for reserved in ("include_top", "weights", "input_shape", "input_tensor"):
+            if reserved in kwargs:
+                msg = (
+                    f"{reserved!r} is set by transferkit and cannot be passed through. "
+                    f"Received: {reserved}={kwargs[reserved]!r}"
+                )
+                raise InvalidArgumentError(msg)
+        height, width = self.resolve_image_size(image_size)
+        self.check_weights(weights, (height, width))
+        keras_weights = "imagenet" if weights == "imagenet" else None
+        try:
+            model = self.constructor(
+                include_top=False,
+                weights=keras_weights,
+                input_shape=(height, width, 3),
+                **kwargs,
+            )
+        except Exception as exc:
+            if keras_weights == "imagenet" and _is_download_failure(exc):
+                msg = (
+                    f"Could not download the ImageNet weights for {self.name!r}: {exc}. "
+                    "To work offline, pass weights=<path of a weights file> (for instance one "
+                    "written by backbone.save_weights('backbone.weights.h5') on a machine "
+                    "online), or copy Keras' weights file into ~/.keras/models (or "
+                    "$KERAS_HOME/models), where Keras looks before downloading."
+                )
+                raise WeightsUnavailableError(msg) from exc
+            raise
+        if weights is not None and weights != "imagenet":
+            try:
+                model.load_weights(os.fspath(weights))
+            except Exception as exc:
+                msg = (
+                    f"Could not load weights file {os.fspath(weights)!r} into backbone "
+                    f"{self.name!r} at image size {(height, width)}: {exc}. The file must be "
+                    "written by save_weights() of the same backbone with the same arguments."
+                )
+                raise WeightsUnavailableError(msg) from exc
+        return model
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_download_failure(exc: BaseException) -> bool:
+    # keras.utils.get_file turns network errors into a bare Exception("URL fetch failure ...").
+    if isinstance(exc, (urllib.error.URLError, ConnectionError, TimeoutError)):
+        return True
+    return "URL fetch failure" in str(exc)

@@ -1,0 +1,88 @@
+"""Shared fixtures: a tiny real backbone with BatchNormalization, and the Hypothesis profiles."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import transferkit as tk
+
+# CI keeps example counts low so the whole suite stays well inside its budget; deadline is
+# off because a Keras step's time is not what these tests are about.
+settings.register_profile(
+    "ci",
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "dev",
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+TINY_BACKBONE = "tiny_bn"
+
+
+def tiny_bn_backbone(
+    include_top: bool = False,
+    weights: str | None = None,
+    input_shape: tuple[int, int, int] = (32, 32, 3),
+) -> keras.Model:
+    """A real, fast backbone with BatchNormalization after every convolution."""
+    del include_top, weights  # headless and randomly initialized, like weights=None
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="conv1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(name="relu1")(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", name="conv2")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    x = keras.layers.ReLU(name="relu2")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dwconv3")(x)
+    x = keras.layers.BatchNormalization(name="bn3")(x)
+    x = keras.layers.ReLU(name="relu3")(x)
+    x = keras.layers.Conv2D(16, 1, name="conv4")(x)
+    x = keras.layers.BatchNormalization(name="bn4")(x)
+    x = keras.layers.ReLU(name="relu4")(x)
+    return keras.Model(inputs, x, name="tiny_bn")
+
+
+if TINY_BACKBONE not in tk.list_backbones(TINY_BACKBONE):
+    tk.register_backbone(
+        tk.Backbone(
+            name=TINY_BACKBONE,
+            constructor=tiny_bn_backbone,
+            preprocessing="tf",
+            default_image_size=32,
+            feature_channels=16,
+            family="test",
+            min_image_size=8,
+            imagenet_weights=False,
+        )
+    )
+
+
+def separable_images(
+    count: int, size: int = 32, num_classes: int = 2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw uint8 images whose class is told by which color channel is bright."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % num_classes
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, size=(count, size, size, 3)).astype(np.float32)
+    for index, label in enumerate(labels):
+        images[index, :, :, label % 3] += 150 + 40 * (label // 3)
+    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int32)
+
+
+@pytest.fixture
+def separable() -> tuple[np.ndarray, np.ndarray]:
+    return separable_images(64)
