@@ -34,6 +34,10 @@ def batch_norm_layers(model: keras.layers.Layer) -> list[keras.layers.BatchNorma
 def freeze(backbone: keras.Model) -> None:
     """Makes every layer of the backbone non-trainable."""
     backbone.trainable = False
+    # A deserialized functional model does not cascade the flag to its input layer; set
+    # every listed layer so a loaded classifier reports exactly what a fresh one does.
+    for layer in backbone.layers:
+        layer.trainable = False
 
 
 def unfreeze_from(backbone: keras.Model, index: int) -> None:
