@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import TINY_BACKBONE, separable_images
 
 import transferkit as tk
+from conftest import TINY_BACKBONE, separable_images
 from transferkit.errors import (
     DataError,
     ImageShapeError,
@@ -51,8 +51,15 @@ def trained() -> tuple[tk.TransferClassifier, tuple[np.ndarray, np.ndarray]]:
 def test_graph_follows_the_recipe() -> None:
     clf = tk.TransferClassifier(TINY_BACKBONE, num_classes=2, image_size=SIZE, weights=None)
     names = [layer.name for layer in clf.model.layers]
-    assert names == ["image", "augmentation", "preprocessing", "tiny_bn", "pooling", "dropout",
-                     "logits"]
+    assert names == [
+        "image",
+        "augmentation",
+        "preprocessing",
+        "tiny_bn",
+        "pooling",
+        "dropout",
+        "logits",
+    ]
     assert clf.model.get_layer("dropout").rate == 0.2
     assert clf.model.get_layer("logits").units == 1
     assert clf.backbone is clf.model.get_layer("tiny_bn")
@@ -164,16 +171,22 @@ def test_a_given_optimizer_and_callbacks_are_used() -> None:
     recorder = EpochRecorder()
     optimizer = keras.optimizers.SGD(0.01)
     clf = tiny()
-    clf.fit_head(separable_images(16, size=SIZE), epochs=2, optimizer=optimizer,
-                 callbacks=[recorder], verbose=0)
+    clf.fit_head(
+        separable_images(16, size=SIZE),
+        epochs=2,
+        optimizer=optimizer,
+        callbacks=[recorder],
+        verbose=0,
+    )
     assert clf.model.optimizer is optimizer
     assert recorder.epochs == [0, 1]
 
 
 def test_optimizer_and_learning_rate_together_are_refused() -> None:
     with pytest.raises(InvalidArgumentError, match="either optimizer or learning_rate"):
-        tiny().fit_head(separable_images(8, size=SIZE), optimizer=keras.optimizers.SGD(),
-                        learning_rate=0.1)
+        tiny().fit_head(
+            separable_images(8, size=SIZE), optimizer=keras.optimizers.SGD(), learning_rate=0.1
+        )
 
 
 def test_fine_tune_with_everything_frozen_raises() -> None:
@@ -208,8 +221,11 @@ def test_bad_training_data_fails_before_training(data, error, fragment) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
-    [({"epochs": 0}, "epochs"), ({"learning_rate": -1.0}, "learning_rate"),
-     ({"batch_size": 0}, "batch_size")],
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
 )
 def test_bad_training_arguments_are_refused(kwargs: dict, fragment: str) -> None:
     with pytest.raises(InvalidArgumentError, match=fragment):
@@ -305,7 +321,9 @@ def test_saved_file_loads_in_plain_keras_with_safe_mode_and_has_no_lambda(traine
     clf, (x, _) = trained
     path = clf.save(tmp_path / "model.keras")
     model = keras.saving.load_model(path, safe_mode=True)
-    assert not [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Lambda)]
+    assert not [
+        layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Lambda)
+    ]
     np.testing.assert_array_equal(model.predict(x, verbose=0), clf.model.predict(x, verbose=0))
 
 

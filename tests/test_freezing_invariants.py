@@ -20,11 +20,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import TINY_BACKBONE, separable_images, tiny_bn_backbone
 from hypothesis import given, settings
-from strategies import stage_sequences
 
 import transferkit as tk
+from conftest import TINY_BACKBONE, separable_images, tiny_bn_backbone
+from strategies import stage_sequences
 from transferkit.errors import NotUnfrozenError
 
 TINY_SIZE = 16
@@ -136,9 +136,7 @@ def test_invariants_hold_on_a_tiny_batchnorm_backbone(steps: list[tuple]) -> Non
 @given(steps=stage_sequences(TINY_LAYER_COUNT))
 def test_invariants_hold_for_multiclass_heads_with_augmentation(steps: list[tuple]) -> None:
     data = separable_images(16, size=TINY_SIZE, num_classes=3)
-    clf = tk.TransferClassifier(
-        TINY_BACKBONE, num_classes=3, image_size=TINY_SIZE, weights=None
-    )
+    clf = tk.TransferClassifier(TINY_BACKBONE, num_classes=3, image_size=TINY_SIZE, weights=None)
     run_sequence(clf, steps, data)
     assert_predict_round_trips(clf, data[0][:4])
 

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  # one row per backbone reads best as one line
 """The built-in backbones: every image classifier in ``keras.applications``.
 
 One row per network. ``feature_channels`` and ``parameters`` are for the headless network at
@@ -15,6 +16,8 @@ __all__ = ["BUILTIN_BACKBONES"]
 
 _MOBILENET_V1_SIZES = (128, 160, 192, 224)
 _MOBILENET_V2_SIZES = (96, 128, 160, 192, 224)
+# MobileNetV3 ships 224-px weights only, and Keras loads them at any size (as for EfficientNet):
+# restricting it would only forbid what works, so it has no weight_sizes.
 
 # fmt: off
 BUILTIN_BACKBONES: tuple[Backbone, ...] = (

@@ -6,20 +6,24 @@ a message that names what was expected and what was received.
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any, Union
 
 import numpy as np
 import tensorflow as tf
 
+from transferkit.data import list_images, load_images
 from transferkit.errors import DataError, ImageShapeError, TransferkitWarning
 
 __all__ = ["Images", "LabeledData", "as_image_input", "as_labeled_dataset"]
 
-#: Labeled data: a ``tf.data.Dataset`` of ``(images, labels)`` batches or an ``(x, y)`` pair.
-LabeledData = Union[tf.data.Dataset, tuple[Any, Any]]
-#: Images: a numpy array or tensor (one image or a batch), or a dataset of images.
-Images = Union[np.ndarray, tf.Tensor, tf.data.Dataset]
+#: Labeled data: a ``tf.data.Dataset`` of ``(images, labels)`` batches, an ``(x, y)`` pair,
+#: or the path of a folder of class subfolders.
+LabeledData = Union[tf.data.Dataset, tuple[Any, Any], str, "os.PathLike[str]"]
+#: Images: a numpy array or tensor (one image or a batch), a dataset of images, or the path
+#: of an image file or a folder of them.
+Images = Union[np.ndarray, tf.Tensor, tf.data.Dataset, str, "os.PathLike[str]"]
 
 
 def _check_image_shape(shape: tuple[int | None, ...], image_size: tuple[int, int]) -> None:
@@ -146,8 +150,8 @@ def as_labeled_dataset(
             dataset = dataset.shuffle(len(images), reshuffle_each_iteration=True)
         return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     msg = (
-        f"{name} must be a tf.data.Dataset of (images, labels) batches or an (x, y) pair of "
-        f"arrays. Received: {type(data).__name__}"
+        f"{name} must be a tf.data.Dataset of (images, labels) batches, an (x, y) pair of "
+        f"arrays or the path of a folder of class subfolders. Received: {type(data).__name__}"
     )
     raise DataError(msg)
 
@@ -157,7 +161,9 @@ def as_image_input(
 ) -> np.ndarray | tf.data.Dataset:
     """Validates images for prediction: an array batch, or a dataset of image batches.
 
-    Datasets of ``(images, labels)`` are accepted; their labels are dropped.
+    Datasets of ``(images, labels)`` are accepted; their labels are dropped. A path (an
+    image file, or a folder read recursively in sorted order) is loaded and resized as
+    :func:`transferkit.data.load_images` does.
 
     Raises:
         ImageShapeError: images have the wrong shape.
@@ -171,9 +177,12 @@ def as_image_input(
             images = images.batch(batch_size)
         _check_image_shape(tuple(_dataset_images_spec(images).shape), image_size)
         return images.prefetch(tf.data.AUTOTUNE)
-    if isinstance(images, (str, bytes)) or images is None:
+    if isinstance(images, (str, os.PathLike)):
+        return load_images(list_images(images), image_size)
+    if isinstance(images, bytes) or images is None:
         msg = (
-            "images must be a numpy array, a tensor or a tf.data.Dataset of images. "
+            "images must be a numpy array, a tensor, a tf.data.Dataset of images or the "
+            "path of an image file or folder. "
             f"Received: {type(images).__name__}"
         )
         raise DataError(msg)

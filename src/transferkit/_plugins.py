@@ -8,7 +8,9 @@ A third-party distribution declares, in its ``pyproject.toml``::
 where ``my_net`` is a :class:`~transferkit.Backbone` or a zero-argument callable returning one,
 whose ``name`` equals the entry point's name. Entry points are only *recorded* at discovery;
 the plugin is imported when its backbone is first looked up, so a broken plugin cannot break
-the built-ins or other plugins.
+the built-ins or other plugins. A plugin whose name is already taken (by a built-in, by a
+backbone registered in code, or by an earlier plugin in name order) is skipped, unimported, with
+a :class:`~transferkit.errors.TransferkitWarning`; the registered backbone stays.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def load(entry_point: EntryPoint) -> Backbone:
     """
     try:
         target = entry_point.load()
-        backbone = target if isinstance(target, Backbone) else target()
+        backbone = target() if callable(target) else target
     except Exception as exc:
         msg = (
             f"Backbone plugin failed to load ({describe(entry_point)}): "

@@ -51,7 +51,7 @@ class BackboneRegistry:
         self._discovered = not discover_plugins
         self._lock = threading.RLock()
         for backbone in backbones:
-            self.register(backbone)
+            self._add(backbone, overwrite=False)
 
     def _discover(self) -> None:
         with self._lock:
@@ -62,8 +62,9 @@ class BackboneRegistry:
                 if entry_point.name in self._backbones or entry_point.name in self._pending:
                     warnings.warn(
                         f"Skipping backbone plugin ({_plugins.describe(entry_point)}): the name "
-                        f"{entry_point.name!r} is already registered. Use "
-                        "register_backbone(..., overwrite=True) to replace a backbone.",
+                        f"{entry_point.name!r} is already registered, and the registered "
+                        "backbone is kept. Use register_backbone(..., overwrite=True) to "
+                        "replace a backbone on purpose.",
                         TransferkitWarning,
                         stacklevel=4,
                     )
@@ -71,12 +72,18 @@ class BackboneRegistry:
                 self._pending[entry_point.name] = entry_point
 
     def register(self, backbone: Backbone, *, overwrite: bool = False) -> Backbone:
-        """Adds ``backbone`` under its name; see :func:`register_backbone`."""
+        """Adds ``backbone`` under its name; see :func:`register_backbone`.
+
+        Registering does not discover plugins: a plugin found later under the same name is
+        skipped with a warning, so code and built-ins win over plugins.
+        """
+        return self._add(backbone, overwrite=overwrite)
+
+    def _add(self, backbone: Backbone, *, overwrite: bool) -> Backbone:
         if not isinstance(backbone, Backbone):
-            msg = f"Only a transferkit.Backbone can be registered. Received: {backbone!r}"
+            msg = f"Only a transferkit.Backbone can be registered. Received: backbone={backbone!r}"
             raise InvalidArgumentError(msg)
         with self._lock:
-            self._discover()
             taken = backbone.name in self._backbones or backbone.name in self._pending
             if taken and not overwrite:
                 msg = (
@@ -115,6 +122,9 @@ class BackboneRegistry:
 
     def names(self, pattern: str = "*") -> list[str]:
         """Sorted names matching an fnmatch ``pattern``; see :func:`list_backbones`."""
+        if not isinstance(pattern, str):
+            msg = f"pattern must be an fnmatch pattern string. Received: pattern={pattern!r}"
+            raise InvalidArgumentError(msg)
         with self._lock:
             self._discover()
             every = set(self._backbones) | set(self._pending)
@@ -139,11 +149,13 @@ def _normalize(name: str) -> str:
 
 
 def _close_matches(name: str, known: list[str]) -> list[str]:
-    # "MobileNetV2" and "mobilenet-v2" are spellings of "mobilenet_v2": try that first.
+    # "MobileNetV2" and "mobilenet-v2" are spellings of "mobilenet_v2": that is the answer.
     same = [k for k in known if _normalize(k) == _normalize(name)]
+    if same:
+        return same
     by_normalized = {_normalize(k): k for k in known}
     near = difflib.get_close_matches(_normalize(name), list(by_normalized), n=3, cutoff=0.75)
-    return list(dict.fromkeys(same + [by_normalized[n] for n in near]))[:3]
+    return [by_normalized[n] for n in near]
 
 
 _DEFAULT = BackboneRegistry(BUILTIN_BACKBONES)

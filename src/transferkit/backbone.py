@@ -13,7 +13,7 @@ import urllib.error
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import keras
 
@@ -26,10 +26,10 @@ from transferkit.preprocessing import PREPROCESSING_MODES, ImagePreprocessing, P
 
 __all__ = ["Backbone", "ImageSize", "Weights"]
 
-#: An image size: one int for square images, or ``(height, width)``.
-ImageSize = Union[int, Sequence[int]]
+#: An image size, as one int for square images or as ``(height, width)``.
+ImageSize = int | Sequence[int]
 #: ``"imagenet"``, ``None`` (random initialization) or the path of a weights file.
-Weights = Union[str, "os.PathLike[str]", None]
+Weights = str | os.PathLike[str] | None
 
 
 @dataclass(frozen=True)
@@ -86,12 +86,36 @@ class Backbone:
             raise InvalidArgumentError(msg)
         for attribute in ("default_image_size", "min_image_size", "feature_channels"):
             value = getattr(self, attribute)
-            if not isinstance(value, int) or value <= 0:
+            if not _is_int(value) or value <= 0:
                 msg = (
                     f"Backbone {self.name!r}: {attribute} must be a positive int. "
                     f"Received: {attribute}={value!r}"
                 )
                 raise InvalidArgumentError(msg)
+        if not isinstance(self.family, str) or not self.family:
+            msg = (
+                f"Backbone {self.name!r}: family must be a non-empty string. "
+                f"Received: family={self.family!r}"
+            )
+            raise InvalidArgumentError(msg)
+        if self.weight_sizes is not None:
+            sizes = self.weight_sizes
+            if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+                sizes = ()
+            if not sizes or not all(_is_int(size) and size > 0 for size in sizes):
+                msg = (
+                    f"Backbone {self.name!r}: weight_sizes must be None or a non-empty "
+                    f"sequence of positive ints. Received: weight_sizes={self.weight_sizes!r}"
+                )
+                raise InvalidArgumentError(msg)
+            # A list would stay mutable inside the frozen spec; store a tuple.
+            object.__setattr__(self, "weight_sizes", tuple(sizes))
+        if self.parameters is not None and not (_is_int(self.parameters) and self.parameters > 0):
+            msg = (
+                f"Backbone {self.name!r}: parameters must be None or a positive int. "
+                f"Received: parameters={self.parameters!r}"
+            )
+            raise InvalidArgumentError(msg)
         if self.default_image_size < self.min_image_size:
             msg = (
                 f"Backbone {self.name!r}: default_image_size is below min_image_size. "
@@ -207,7 +231,7 @@ class Backbone:
         """Builds the headless network (``include_top=False``).
 
         Args:
-            image_size: int, ``(height, width)``, or None for :attr:`default_image_size`.
+            image_size: int, ``(height, width)``, or None for ``default_image_size``.
             weights: ``"imagenet"`` (downloaded once by Keras into ``~/.keras/models``),
                 None for random initialization, or the path of a weights file written by
                 ``model.save_weights(...)`` for the same backbone and arguments.
@@ -240,11 +264,12 @@ class Backbone:
         except Exception as exc:
             if keras_weights == "imagenet" and _is_download_failure(exc):
                 msg = (
-                    f"Could not download the ImageNet weights for {self.name!r}: {exc}. "
-                    "To work offline, pass weights=<path of a weights file> (for instance one "
-                    "written by backbone.save_weights('backbone.weights.h5') on a machine "
-                    "online), or copy Keras' weights file into ~/.keras/models (or "
-                    "$KERAS_HOME/models), where Keras looks before downloading."
+                    f"Could not download the ImageNet weights for {self.name!r} "
+                    f"({_first_line(exc)}). To work offline, pass weights=<path of a weights "
+                    "file> (for instance one written by backbone.save_weights("
+                    "'backbone.weights.h5') on a machine online), or download the file named "
+                    "above elsewhere and copy it into ~/.keras/models (or $KERAS_HOME/models), "
+                    "where Keras looks before downloading. Received: weights='imagenet'"
                 )
                 raise WeightsUnavailableError(msg) from exc
             raise
@@ -254,8 +279,9 @@ class Backbone:
             except Exception as exc:
                 msg = (
                     f"Could not load weights file {os.fspath(weights)!r} into backbone "
-                    f"{self.name!r} at image size {(height, width)}: {exc}. The file must be "
-                    "written by save_weights() of the same backbone with the same arguments."
+                    f"{self.name!r} at image size {(height, width)} ({_first_line(exc)}). "
+                    "The file must be written by save_weights() of the same backbone built "
+                    f"with the same arguments. Received: weights={weights!r}"
                 )
                 raise WeightsUnavailableError(msg) from exc
         return model
@@ -263,6 +289,11 @@ class Backbone:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _first_line(exc: BaseException) -> str:
+    # Keras' loading errors run to hundreds of lines; the chained cause keeps them all.
+    return str(exc).strip().splitlines()[0].rstrip(".:") if str(exc).strip() else repr(exc)
 
 
 def _is_download_failure(exc: BaseException) -> bool:

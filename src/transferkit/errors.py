@@ -14,6 +14,7 @@ __all__ = [
     "ImageShapeError",
     "InvalidArgumentError",
     "InvalidImageSizeError",
+    "MissingDependencyError",
     "NotUnfrozenError",
     "PluginLoadError",
     "TrainingDivergedError",
@@ -21,6 +22,7 @@ __all__ = [
     "TransferkitWarning",
     "UnknownBackboneError",
     "UnknownLayerError",
+    "UnsupportedStrategyError",
     "WeightsUnavailableError",
 ]
 
@@ -77,9 +79,17 @@ class WeightsUnavailableError(TransferkitError, OSError):
     """Pretrained weights could not be downloaded or read."""
 
 
+class MissingDependencyError(TransferkitError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
 class PluginLoadError(TransferkitError, ImportError):
     """A backbone plugin (entry point in ``transferkit.backbones``) failed to load."""
 
 
 class TrainingDivergedError(TransferkitError, RuntimeError):
     """The loss became NaN or infinite; the last good weights were restored."""
+
+
+class UnsupportedStrategyError(TransferkitError, NotImplementedError):
+    """The ``tf.distribute`` strategy cannot run the requested work (see the message)."""

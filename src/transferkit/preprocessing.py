@@ -7,22 +7,28 @@ load with ``safe_mode=True``.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any, Literal
 
 import keras
 from keras import ops
 
+from transferkit.errors import InvalidArgumentError
+
 __all__ = ["PREPROCESSING_MODES", "ImagePreprocessing", "PreprocessingMode"]
 
+#: The preprocessing modes of :class:`ImagePreprocessing`.
 PreprocessingMode = Literal["tf", "caffe", "torch", "none"]
 
-#: What each mode does, in words (shown by ``transferkit backbones`` and the docs).
-PREPROCESSING_MODES: dict[str, str] = {
-    "tf": "scale to [-1, 1]",
-    "caffe": "RGB to BGR, subtract ImageNet mean",
-    "torch": "scale to [0, 1], normalize by ImageNet mean/std",
-    "none": "inside the network (raw 0-255)",
-}
+#: What each mode does, in words (shown by ``transferkit backbones`` and the docs); read-only.
+PREPROCESSING_MODES: MappingProxyType[str, str] = MappingProxyType(
+    {
+        "tf": "scale to [-1, 1]",
+        "caffe": "RGB to BGR, subtract ImageNet mean",
+        "torch": "scale to [0, 1], normalize by ImageNet mean/std",
+        "none": "inside the network (raw 0-255)",
+    }
+)
 
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
@@ -30,7 +36,7 @@ _TORCH_STD = (0.229, 0.224, 0.225)
 
 
 @keras.saving.register_keras_serializable(package="transferkit")
-class ImagePreprocessing(keras.layers.Layer):
+class ImagePreprocessing(keras.layers.Layer):  # type: ignore[misc]  # keras is untyped
     """Maps raw RGB pixels (0-255, channels last) to a backbone's expected input.
 
     The modes reproduce ``keras.applications.imagenet_utils.preprocess_input``:
@@ -59,7 +65,7 @@ class ImagePreprocessing(keras.layers.Layer):
                 f"Unknown preprocessing mode {mode!r}; expected one of "
                 f"{sorted(PREPROCESSING_MODES)}. Received: mode={mode!r}"
             )
-            raise ValueError(msg)
+            raise InvalidArgumentError(msg)
         super().__init__(**kwargs)
         self.mode = mode
 

@@ -1,0 +1,128 @@
+"""Sphinx directives that render tables from transferkit's backbone registry at build time.
+
+``.. backbone-table::`` lists every registered backbone with its facts;
+``.. preprocessing-table::`` lists the preprocessing each family's weights expect. Both read
+:func:`transferkit.list_backbones` and :func:`transferkit.get_backbone`, so the tables cannot
+drift from the code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from docutils import nodes
+from sphinx.application import Sphinx
+from sphinx.util.docutils import SphinxDirective
+
+import transferkit as tk
+from transferkit.preprocessing import PREPROCESSING_MODES
+
+
+def _cell(content: str | nodes.Node) -> nodes.entry:
+    entry = nodes.entry()
+    paragraph = nodes.paragraph()
+    paragraph += content if isinstance(content, nodes.Node) else nodes.Text(content)
+    entry += paragraph
+    return entry
+
+
+def _text(content: str | nodes.Node) -> str:
+    return content.astext() if isinstance(content, nodes.Node) else content
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str | nodes.Node]]) -> nodes.table:
+    # Widths proportional to the longest text in each column, for builders that use them;
+    # HTML sizes the columns to their content.
+    table = nodes.table(classes=["colwidths-auto"])
+    group = nodes.tgroup(cols=len(headers))
+    table += group
+    for index, header in enumerate(headers):
+        longest = max([len(header)] + [len(_text(row[index])) for row in rows])
+        group += nodes.colspec(colwidth=longest)
+    head = nodes.thead()
+    header_row = nodes.row()
+    header_row.extend(_cell(header) for header in headers)
+    head += header_row
+    group += head
+    body = nodes.tbody()
+    for row in rows:
+        body_row = nodes.row()
+        body_row.extend(_cell(value) for value in row)
+        body += body_row
+    group += body
+    return table
+
+
+def _imagenet_sizes(backbone: tk.Backbone) -> str:
+    if not backbone.imagenet_weights:
+        return "no ImageNet weights"
+    if backbone.weight_sizes is None:
+        return "any"
+    return ", ".join(str(size) for size in backbone.weight_sizes)
+
+
+def _preprocessing(mode: str) -> str:
+    return f"{mode}: {PREPROCESSING_MODES[mode]}"
+
+
+BACKBONE_COLUMNS = (
+    "Name",
+    "Family",
+    "Default size",
+    "ImageNet weight sizes",
+    "Min size",
+    "Parameters",
+    "Feature channels",
+    "Preprocessing",
+)
+
+
+def backbone_rows() -> list[tuple[str, ...]]:
+    """One row of :data:`BACKBONE_COLUMNS` per registered backbone, in name order."""
+    rows = []
+    for name in tk.list_backbones():
+        backbone = tk.get_backbone(name)
+        rows.append(
+            (
+                name,
+                backbone.family,
+                str(backbone.default_image_size),
+                _imagenet_sizes(backbone),
+                str(backbone.min_image_size),
+                "—" if backbone.parameters is None else f"{backbone.parameters:,}",
+                str(backbone.feature_channels),
+                _preprocessing(backbone.preprocessing),
+            )
+        )
+    return rows
+
+
+class BackboneTable(SphinxDirective):
+    """Every registered backbone, one row each."""
+
+    def run(self) -> list[nodes.Node]:
+        rows = [(nodes.literal(text=name), *rest) for name, *rest in backbone_rows()]
+        return [_table(BACKBONE_COLUMNS, rows)]
+
+
+class PreprocessingTable(SphinxDirective):
+    """The preprocessing of each backbone family (a row per mode where a family mixes them)."""
+
+    def run(self) -> list[nodes.Node]:
+        groups: dict[tuple[str, str], list[str]] = {}
+        for name in tk.list_backbones():
+            backbone = tk.get_backbone(name)
+            groups.setdefault((backbone.family, backbone.preprocessing), []).append(name)
+        rows = [
+            (family, ", ".join(names), _preprocessing(mode))
+            for (family, mode), names in sorted(groups.items())
+        ]
+        return [_table(("Family", "Backbones", "Preprocessing inside the model"), rows)]
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    """Registers the directives."""
+    app.add_directive("backbone-table", BackboneTable)
+    app.add_directive("preprocessing-table", PreprocessingTable)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

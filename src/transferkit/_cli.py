@@ -1,0 +1,462 @@
+"""The ``transferkit`` command: list backbones, train on a folder, predict, evaluate, export.
+
+Each subcommand is a pair of functions: ``_add_<name>`` declares its arguments and
+``_<name>`` runs it; ``_SUBCOMMANDS`` lists the pairs in the order ``--help`` shows them, so
+a new subcommand (an ``export``, say) is one more pair and one more entry.
+
+Errors transferkit raises on purpose (a bad folder, an unknown backbone, a class mismatch)
+and the expected OS errors reach the user as one line, ``transferkit: error: ...``, with
+exit status 1. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferkit import _freezing, plot
+from transferkit._registry import get_backbone, list_backbones
+from transferkit.classifier import TransferClassifier, load_classifier
+from transferkit.data import check_images, from_directory, list_images, load_images
+from transferkit.errors import (
+    DataError,
+    InvalidArgumentError,
+    MissingDependencyError,
+    TransferkitError,
+)
+from transferkit.history import Stage
+
+__all__ = ["main"]
+
+_PROG = "transferkit"
+_MAX_TOP_K = 5
+# Images decoded at a time by `predict`, so a large folder never sits in memory at once.
+_PREDICT_CHUNK = 256
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``transferkit`` command line.
+
+    Args:
+        argv: the arguments, without the program name. Defaults to ``sys.argv[1:]``.
+
+    Returns:
+        The exit status: 0 on success, 1 on an error, 2 on a usage error (from argparse).
+    """
+    args = _parser().parse_args(argv)
+    try:
+        status: int = args.run(args)
+    except (TransferkitError, OSError) as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the message holds
+        print(f"{_PROG}: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{_PROG}: interrupted", file=sys.stderr)
+        return 130
+    return status
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="Transfer learning of image classifiers on Keras 3.",
+    )
+    subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
+    for add, run in _SUBCOMMANDS:
+        add(subparsers).set_defaults(run=run)
+    return parser
+
+
+# ---------------------------------------------------------------------- backbones
+
+
+def _add_backbones(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "backbones",
+        help="list the backbones",
+        description="List the registered backbones (built-in and plugins) as a table.",
+    )
+    parser.add_argument(
+        "pattern", nargs="?", default="*", help="an fnmatch pattern such as 'efficientnet*'"
+    )
+    return parser
+
+
+def _backbones(args: argparse.Namespace) -> int:
+    names = list_backbones(args.pattern)
+    if not names:
+        msg = f"No backbone matches {args.pattern!r}. Received: pattern={args.pattern!r}"
+        raise InvalidArgumentError(msg)
+    rows = [("NAME", "SIZE", "PARAMETERS", "PREPROCESSING")]
+    for name in names:
+        spec = get_backbone(name)
+        parameters = f"{spec.parameters:,}" if spec.parameters is not None else "-"
+        rows.append((name, str(spec.default_image_size), parameters, spec.preprocessing))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        name, size, parameters, preprocessing = row
+        print(
+            f"{name:<{widths[0]}}  {size:>{widths[1]}}  {parameters:>{widths[2]}}  {preprocessing}"
+        )
+    return 0
+
+
+# ---------------------------------------------------------------------- train
+
+
+def _add_train(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "train",
+        help="train a classifier on a folder of images",
+        description=(
+            "Train a classifier on DATA_DIR: a folder with one subfolder of images per class, "
+            "or train/ and validation/ (and test/) folders of them. Stage one trains a new "
+            "head on the frozen backbone; stage two fine-tunes the top of the backbone. The "
+            "model is saved to --output, with its history plot beside it."
+        ),
+    )
+    parser.add_argument("data_dir", type=Path, help="the folder of images")
+    parser.add_argument(
+        "--backbone", default="mobilenet_v2", help="a backbone name (default: mobilenet_v2)"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=_image_size,
+        help="N or HxW (default: the backbone's size, 224 for mobilenet_v2)",
+    )
+    parser.add_argument(
+        "--weights",
+        default="imagenet",
+        help="'imagenet', 'none' (random) or the path of a weights file (default: imagenet)",
+    )
+    parser.add_argument(
+        "--epochs", type=_positive_int, default=10, help="head epochs (default: 10)"
+    )
+    parser.add_argument(
+        "--fine-tune-epochs",
+        type=_non_negative_int,
+        default=10,
+        help="fine-tuning epochs; 0 skips fine-tuning (default: 10)",
+    )
+    parser.add_argument(
+        "--unfreeze-from",
+        type=_layer,
+        help="the backbone layer (index or name) fine-tuning starts at (default: the whole "
+        "backbone; the recipe uses 100 for mobilenet_v2)",
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=32, help="images per batch (default: 32)"
+    )
+    parser.add_argument(
+        "--validation-split",
+        type=float,
+        help="fraction of the images to validate on, when there is no validation/ folder",
+    )
+    parser.add_argument(
+        "--test-split",
+        type=float,
+        help="fraction of the validation images to move into a test set (the recipe: 0.2)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the splits and shuffling (default: 0)"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("model.keras"),
+        help="the .keras file to write (default: model.keras)",
+    )
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    # Check everything cheap before reading the images, and those before training.
+    spec = get_backbone(args.backbone)
+    image_size = spec.resolve_image_size(args.image_size)
+    weights = None if args.weights == "none" else args.weights
+    spec.check_weights(weights, image_size)
+    output: Path = args.output
+    if output.suffix != ".keras" or not output.parent.is_dir():
+        msg = (
+            "--output must be a .keras file in an existing folder. "
+            f"Received: --output={os.fspath(output)!r}"
+        )
+        raise InvalidArgumentError(msg)
+    data = from_directory(
+        args.data_dir,
+        image_size,
+        args.batch_size,
+        validation_split=args.validation_split,
+        test_split=args.test_split,
+        seed=args.seed,
+    )
+    counts = ", ".join(f"{split} {count}" for split, count in data.counts.items())
+    print(f"Images: {counts}; classes: {', '.join(data.class_names)}", flush=True)
+
+    clf = TransferClassifier(
+        spec, class_names=data.class_names, image_size=image_size, weights=weights
+    )
+    unfreeze_from = (
+        _freezing.resolve_layer_index(clf.backbone, args.unfreeze_from)
+        if args.fine_tune_epochs
+        else None
+    )
+    # Keras' progress bar on a terminal; one line per epoch in a log file.
+    verbose = 1 if sys.stdout.isatty() else 2
+    print(f"Stage 1: training the head for {_epochs(args.epochs)}", flush=True)
+    clf.fit_head(data.train, validation_data=data.validation, epochs=args.epochs, verbose=verbose)
+    if unfreeze_from is not None:
+        clf.unfreeze(unfreeze_from)
+        print(
+            f"Stage 2: fine-tuning from backbone layer {unfreeze_from} of "
+            f"{len(clf.backbone.layers)} for {_epochs(args.fine_tune_epochs)}",
+            flush=True,
+        )
+        clf.fine_tune(
+            data.train,
+            validation_data=data.validation,
+            epochs=args.fine_tune_epochs,
+            verbose=verbose,
+        )
+    test = clf.evaluate(data.test) if data.test is not None else None
+    clf.save(output)
+    plot = _history_plot(clf, output)
+
+    summary = [
+        ("backbone", f"{spec.name}, {image_size[0]}x{image_size[1]}, weights {args.weights}"),
+        ("classes", ", ".join(data.class_names)),
+        ("images", counts),
+    ]
+    stages: tuple[tuple[Stage, str], ...] = (("head", "head"), ("fine_tune", "fine-tuning"))
+    for stage, label in stages:
+        if stage in clf.history.stages:
+            summary.append((label, _last_epoch(clf, stage)))
+    if test is not None:
+        summary.append(("test", f"accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}"))
+    summary.append(("model", os.fspath(output)))
+    summary.append(("history plot", plot))
+    print("\nSummary")
+    for key, value in summary:
+        print(f"  {key:<13}{value}")
+    return 0
+
+
+def _last_epoch(clf: TransferClassifier, stage: Stage) -> str:
+    last = max(i for i, s in enumerate(clf.history.stages) if s == stage)
+    count = clf.history.stages.count(stage)
+    metrics = ", ".join(
+        f"{name} {values[last]:.4f}"
+        for name, values in sorted(clf.history.metrics.items())
+        if not np.isnan(values[last])
+    )
+    return f"{_epochs(count)}; last: {metrics}"
+
+
+def _epochs(count: int) -> str:
+    return f"{count} epoch" if count == 1 else f"{count} epochs"
+
+
+def _history_plot(clf: TransferClassifier, output: Path) -> str:
+    target = output.with_suffix(".history.png")
+    try:
+        plot.history(clf, target)
+    except MissingDependencyError as exc:
+        return f"not written: {exc}"
+    return os.fspath(target)
+
+
+# ---------------------------------------------------------------------- predict
+
+
+def _add_predict(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "predict",
+        help="classify image files",
+        description=(
+            "Classify image files with a saved model. Folders are searched for .bmp, .gif, "
+            ".jpeg, .jpg and .png files. Images are resized to the model's size."
+        ),
+    )
+    parser.add_argument("model", type=Path, help="a .keras file written by transferkit")
+    parser.add_argument("images", nargs="+", type=Path, help="image files or folders")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument(
+        "--top-k",
+        type=_positive_int,
+        help=f"classes to show per image, most probable first (default: up to {_MAX_TOP_K})",
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=32, help="images per batch (default: 32)"
+    )
+    return parser
+
+
+def _predict(args: argparse.Namespace) -> int:
+    files: list[Path] = []
+    for path in args.images:
+        found = list_images(path)
+        if not found:
+            msg = f"No image files in {os.fspath(path)!r}. Received: {os.fspath(path)!r}"
+            raise DataError(msg)
+        files.extend(found)
+    check_images(files)  # every file, before any prediction is printed
+    clf = load_classifier(args.model)
+    names = clf.class_names or [str(i) for i in range(clf.num_classes)]
+    top_k = args.top_k if args.top_k is not None else min(_MAX_TOP_K, clf.num_classes)
+    if top_k > clf.num_classes:
+        msg = (
+            f"--top-k cannot exceed the model's {clf.num_classes} classes. "
+            f"Received: --top-k={top_k}"
+        )
+        raise InvalidArgumentError(msg)
+
+    results = []
+    for start in range(0, len(files), _PREDICT_CHUNK):
+        chunk = files[start : start + _PREDICT_CHUNK]
+        probabilities = clf.predict(load_images(chunk, clf.image_size), batch_size=args.batch_size)
+        for file, row in zip(chunk, probabilities, strict=True):
+            best = np.argsort(-row, kind="stable")[:top_k]
+            ranked = [(names[i], float(row[i])) for i in best]
+            if args.json:
+                results.append(
+                    {
+                        "path": os.fspath(file),
+                        "class_name": ranked[0][0],
+                        "predictions": [
+                            {"class_name": name, "probability": p} for name, p in ranked
+                        ],
+                    }
+                )
+            else:
+                shown = "  ".join(f"{name} {p:.3f}" for name, p in ranked)
+                print(f"{os.fspath(file)}  {shown}", flush=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------------- evaluate
+
+
+def _add_evaluate(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "evaluate",
+        help="measure loss and accuracy on a folder of images",
+        description=(
+            "Measure a saved model's loss and accuracy on DATA_DIR, a folder with one "
+            "subfolder of images per class; the classes must be the model's."
+        ),
+    )
+    parser.add_argument("model", type=Path, help="a .keras file written by transferkit")
+    parser.add_argument("data_dir", type=Path, help="the folder of class subfolders")
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=32, help="images per batch (default: 32)"
+    )
+    return parser
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    clf = load_classifier(args.model)
+    results = clf.evaluate(args.data_dir, batch_size=args.batch_size)
+    print("  ".join(f"{name} {value:.4f}" for name, value in sorted(results.items())))
+    return 0
+
+
+# ---------------------------------------------------------------------- export
+
+
+def _add_export(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "export",
+        help="write a saved model for serving (SavedModel or TFLite)",
+        description=(
+            "Write MODEL for serving: a TensorFlow SavedModel folder or a TFLite file that "
+            "takes raw uint8 images and returns class probabilities (signature "
+            "'serving_default', input 'images', output 'probabilities')."
+        ),
+    )
+    parser.add_argument("model", type=Path, help="a .keras file written by transferkit")
+    parser.add_argument(
+        "--format",
+        choices=("saved_model", "tflite"),
+        default="saved_model",
+        help="the artifact to write (default: saved_model)",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        required=True,
+        help="the SavedModel folder to create, or a file name ending in .tflite",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=("dynamic_range",),
+        default=None,
+        help="store TFLite weights as int8 (default: float weights)",
+    )
+    return parser
+
+
+def _export(args: argparse.Namespace) -> int:
+    clf = load_classifier(args.model)
+    print(os.fspath(clf.export(args.output, format=args.format, quantize=args.quantize)))
+    return 0
+
+
+# ---------------------------------------------------------------------- argument types
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        msg = f"must be a positive integer, not {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        msg = f"must be 0 or more, not {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _image_size(text: str) -> int | tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        sides = [int(part) for part in parts]
+    except ValueError:
+        sides = []
+    if len(sides) == 1:
+        return sides[0]
+    if len(sides) == 2:
+        return (sides[0], sides[1])
+    msg = f"must be N or HxW (such as 160 or 192x256), not {text!r}"
+    raise argparse.ArgumentTypeError(msg)
+
+
+def _layer(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+_SUBCOMMANDS: tuple[
+    tuple[Callable[[Any], argparse.ArgumentParser], Callable[[argparse.Namespace], int]], ...
+] = (
+    (_add_backbones, _backbones),
+    (_add_train, _train),
+    (_add_predict, _predict),
+    (_add_evaluate, _evaluate),
+    (_add_export, _export),
+)

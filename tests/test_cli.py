@@ -1,0 +1,348 @@
+"""The ``transferkit`` command, run as users run it: the installed script on real image files.
+
+Each run of the script pays for importing TensorFlow (seconds), so the script runs a few
+times only: one ``train`` (mobilenet_v2 at 32x32, random weights) whose model the
+``predict`` and ``evaluate`` runs reuse. Behaviours that need no separate process (help,
+options, error lines) call ``main()`` in this process, where the tiny test backbone exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import transferkit as tk
+from conftest import TINY_BACKBONE
+from images import write_class_folders, write_split_folders, write_truncated_jpeg
+from transferkit import data
+from transferkit._cli import main
+
+SCRIPT = Path(sys.executable).with_name("transferkit")
+
+
+def run_script(*args: object) -> subprocess.CompletedProcess[str]:
+    assert SCRIPT.is_file(), f"no console script at {SCRIPT}; run pip install -e ."
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(
+        [os.fspath(SCRIPT), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("transferkit:")]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> SimpleNamespace:
+    """One real `transferkit train` run, with both stages and a test split."""
+    root = tmp_path_factory.mktemp("cli")
+    folder = write_split_folders(root / "data", {"cat": 4, "dog": 4}, {"cat": 3, "dog": 3})
+    model = root / "model.keras"
+    result = run_script(
+        "train", folder,
+        "--backbone", "mobilenet_v2", "--image-size", "32", "--weights", "none",
+        "--epochs", "1", "--fine-tune-epochs", "1", "--unfreeze-from", "100",
+        "--test-split", "0.2", "--batch-size", "4", "--output", model,
+    )  # fmt: skip
+    return SimpleNamespace(folder=folder, model=model, result=result)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> SimpleNamespace:
+    """A three-class model of the tiny backbone, trained by main() in this process."""
+    root = tmp_path_factory.mktemp("cli_tiny")
+    folder = write_class_folders(root / "data", {"blue": 4, "green": 4, "red": 4})
+    model = root / "tiny.keras"
+    status = main(
+        ["train", str(folder), "--backbone", TINY_BACKBONE, "--weights", "none",
+         "--epochs", "1", "--fine-tune-epochs", "0", "--batch-size", "4", "--output", str(model)]
+    )  # fmt: skip
+    assert status == 0
+    return SimpleNamespace(folder=folder, model=model)
+
+
+# ---------------------------------------------------------------------- the installed script
+
+
+def test_train_writes_a_model_that_loads_with_the_folder_classes(trained):
+    assert trained.result.returncode == 0, trained.result.stderr[-3000:]
+
+    clf = tk.load_classifier(trained.model)
+
+    assert clf.class_names == ["cat", "dog"]
+    assert clf.spec.name == "mobilenet_v2"
+    assert clf.image_size == (32, 32)
+    assert clf.history.stages == ["head", "fine_tune"]
+    assert clf.unfrozen_from == 100
+
+
+def test_train_prints_both_stages_and_a_summary(trained):
+    out = trained.result.stdout
+
+    assert "Images: train 8, validation 5, test 1; classes: cat, dog" in out
+    assert "Stage 1: training the head for 1 epoch" in out
+    assert "Stage 2: fine-tuning from backbone layer 100 of 154 for 1 epoch" in out
+    summary = out.split("\nSummary\n")[1]
+    assert "test         accuracy " in summary
+    assert f"model        {trained.model}" in summary
+
+
+def test_train_writes_the_history_plot_next_to_the_model(trained):
+    plot_path = trained.model.with_suffix(".history.png")
+
+    with Image.open(plot_path) as image:
+        assert image.format == "PNG"
+        assert image.size == (800, 800)
+    assert f"history plot {plot_path}" in trained.result.stdout
+
+
+def test_predict_json_gives_probabilities_summing_to_one_best_first(trained):
+    folder = trained.folder / "validation" / "cat"
+    single = trained.folder / "train" / "dog" / "dog0.png"
+
+    result = run_script("predict", trained.model, folder, single, "--json")
+    predictions = json.loads(result.stdout)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p["path"] for p in predictions] == [str(f) for f in data.list_images(folder)] + [
+        str(single)
+    ]
+    for prediction in predictions:
+        probabilities = [c["probability"] for c in prediction["predictions"]]
+        assert {c["class_name"] for c in prediction["predictions"]} == {"cat", "dog"}
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-5)
+        assert probabilities == sorted(probabilities, reverse=True)
+        assert prediction["class_name"] == prediction["predictions"][0]["class_name"]
+
+
+def test_evaluate_prints_accuracy_and_loss(trained):
+    result = run_script("evaluate", trained.model, trained.folder / "validation")
+    printed = dict(zip(*[iter(result.stdout.split())] * 2, strict=True))
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(printed) == ["accuracy", "loss"]
+    # 6 images in validation/: accuracy is a multiple of 1/6.
+    assert float(printed["accuracy"]) * 6 == pytest.approx(round(float(printed["accuracy"]) * 6))
+    assert float(printed["loss"]) > 0
+
+
+def test_an_error_is_one_line_on_stderr_and_exit_status_1(tmp_path):
+    result = run_script("predict", tmp_path / "model.keras", tmp_path / "missing.png")
+
+    assert result.returncode == 1
+    assert error_lines(result.stderr) == [
+        f"transferkit: error: No such file or folder: '{tmp_path / 'missing.png'}'. "
+        f"Received: path='{tmp_path / 'missing.png'}'"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------- main() in process
+
+
+def test_backbones_prints_the_registry_as_a_table(capsys):
+    status = main(["backbones", "mobilenet*"])
+    header, *rows = capsys.readouterr().out.splitlines()
+
+    assert status == 0
+    assert header.split() == ["NAME", "SIZE", "PARAMETERS", "PREPROCESSING"]
+    assert [row.split()[0] for row in rows] == tk.list_backbones("mobilenet*")
+    for row in rows:
+        name, size, parameters, preprocessing = row.split()
+        spec = tk.get_backbone(name)
+        assert (int(size), parameters, preprocessing) == (
+            spec.default_image_size,
+            f"{spec.parameters:,}",
+            spec.preprocessing,
+        )
+
+
+@pytest.mark.parametrize("command", ["backbones", "train", "predict", "evaluate"])
+def test_every_subcommand_has_help(capsys, command):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: transferkit {command}")
+
+
+def test_train_with_zero_fine_tune_epochs_skips_stage_two(tiny_model):
+    clf = tk.load_classifier(tiny_model.model)
+
+    assert clf.history.stages == ["head"]
+    assert clf.unfrozen_from is None
+    assert clf.class_names == ["blue", "green", "red"]
+
+
+def test_predict_text_shows_the_top_k_classes_best_first(tiny_model, capsys):
+    files = data.list_images(tiny_model.folder / "red")[:2]
+
+    status = main(["predict", str(tiny_model.model), *map(str, files), "--top-k", "2"])
+    lines = capsys.readouterr().out.splitlines()
+
+    assert status == 0
+    assert [line.split()[0] for line in lines] == [str(f) for f in files]
+    for line in lines:
+        _, first, p1, second, p2 = line.split()
+        assert {first, second} <= {"blue", "green", "red"}
+        assert float(p1) >= float(p2)
+
+
+def test_predict_top_k_takes_the_most_probable_classes(tiny_model, capsys):
+    image = str(data.list_images(tiny_model.folder / "blue")[0])
+
+    main(["predict", str(tiny_model.model), image, "--json"])
+    every = json.loads(capsys.readouterr().out)[0]["predictions"]
+    main(["predict", str(tiny_model.model), image, "--json", "--top-k", "1"])
+    best = json.loads(capsys.readouterr().out)[0]["predictions"]
+
+    probabilities = [c["probability"] for c in every]
+    assert len(every) == 3
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-5)
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert best == every[:1]
+
+
+def test_train_without_matplotlib_saves_the_model_and_names_the_extra(
+    tmp_path, capsys, monkeypatch
+):
+    for name in [m for m in sys.modules if m.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    folder = write_class_folders(tmp_path / "data", {"a": 2, "b": 2})
+    model = tmp_path / "m.keras"
+
+    status = main(
+        ["train", str(folder), "--backbone", TINY_BACKBONE, "--weights", "none",
+         "--epochs", "1", "--fine-tune-epochs", "0", "--output", str(model)]
+    )  # fmt: skip
+
+    assert status == 0
+    assert model.is_file()
+    assert not model.with_suffix(".history.png").exists()
+    assert "not written: Plotting needs matplotlib" in capsys.readouterr().out
+
+
+def _train_args(folder: Path, *extra: str) -> list[str]:
+    return ["train", str(folder), "--backbone", TINY_BACKBONE, "--weights", "none",
+            "--epochs", "1", *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (lambda p: _train_args(p / "nowhere"), "No such folder: '"),
+        (
+            lambda p: ["train", str(p), "--backbone", "mobilenetv2"],
+            "Unknown backbone 'mobilenetv2'. Did you mean 'mobilenet_v2'?",
+        ),
+        (
+            # The weights are checked before the folder is even looked at.
+            lambda p: ["train", str(p / "nowhere"), "--image-size", "32"],
+            "ImageNet weights for 'mobilenet_v2' exist only for square images",
+        ),
+        (lambda p: _train_args(p, "--output", str(p / "m.h5")), "--output must be a .keras file"),
+        (lambda p: _train_args(p, "--unfreeze-from", "999"), "from_layer is out of range"),
+        (lambda p: ["backbones", "nothing*"], "No backbone matches 'nothing*'"),
+    ],
+    ids=["missing-folder", "unknown-backbone", "weights-size", "output", "layer", "no-match"],
+)
+def test_errors_are_one_line_and_exit_status_1(tmp_path, capsys, argv, message):
+    write_class_folders(tmp_path, {"a": 2, "b": 2})
+
+    status = main(argv(tmp_path))
+    lines = capsys.readouterr().err.strip().splitlines()
+
+    assert status == 1
+    assert len(lines) == 1
+    assert lines[0].startswith(f"transferkit: error: {message}")
+    assert not list(tmp_path.glob("*.keras"))
+
+
+def test_a_corrupt_image_in_the_training_folder_is_named_before_training(tmp_path, capsys):
+    write_class_folders(tmp_path, {"a": 2, "b": 2})
+    write_truncated_jpeg(tmp_path / "b" / "cut.jpg")
+
+    status = main(_train_args(tmp_path, "--output", str(tmp_path / "m.keras")))
+    err = capsys.readouterr().err
+
+    assert status == 1
+    assert r"b/cut.jpg (truncated or corrupt JPEG)" in err
+    assert not (tmp_path / "m.keras").exists()
+
+
+def test_evaluate_on_other_classes_is_a_class_mismatch(tiny_model, tmp_path, capsys):
+    write_class_folders(tmp_path, {"blue": 2, "green": 2, "pink": 2})
+
+    status = main(["evaluate", str(tiny_model.model), str(tmp_path)])
+
+    assert status == 1
+    assert capsys.readouterr().err.startswith("transferkit: error: The class folders of "), (
+        "expected the ClassNamesMismatchError line"
+    )
+
+
+def test_evaluate_on_a_train_validation_folder_asks_for_one_of_them(tiny_model, tmp_path, capsys):
+    write_split_folders(
+        tmp_path, {"blue": 1, "green": 1, "red": 1}, {"blue": 1, "green": 1, "red": 1}
+    )
+
+    status = main(["evaluate", str(tiny_model.model), str(tmp_path)])
+
+    assert status == 1
+    assert "pass one of them, such as" in capsys.readouterr().err
+
+
+def test_predict_on_a_folder_without_images_is_an_error(tiny_model, tmp_path, capsys):
+    status = main(["predict", str(tiny_model.model), str(tmp_path)])
+
+    assert status == 1
+    assert "No image files in" in capsys.readouterr().err
+
+
+def test_predict_top_k_above_the_class_count_is_an_error(tiny_model, capsys):
+    image = str(data.list_images(tiny_model.folder)[0])
+
+    status = main(["predict", str(tiny_model.model), image, "--top-k", "4"])
+
+    assert status == 1
+    assert "--top-k cannot exceed the model's 3 classes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["train", ".", "--image-size", "big"], ["train", ".", "--epochs", "0"], []],
+    ids=["image-size", "epochs", "no-command"],
+)
+def test_usage_errors_exit_with_status_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+
+    assert exit_info.value.code == 2
+    assert "usage: transferkit" in capsys.readouterr().err
+
+
+def test_predict_prints_the_probabilities_the_library_computes(tiny_model, capsys):
+    files = data.list_images(tiny_model.folder / "green")
+
+    main(["predict", str(tiny_model.model), str(tiny_model.folder / "green"), "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    clf = tk.load_classifier(tiny_model.model)
+    expected = clf.predict(data.load_images(files, clf.image_size))
+
+    for row, prediction in zip(expected, printed, strict=True):
+        by_name = {c["class_name"]: c["probability"] for c in prediction["predictions"]}
+        np.testing.assert_allclose([by_name[n] for n in clf.class_names], row, atol=1e-6)
