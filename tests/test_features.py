@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import TINY_BACKBONE, separable_images
 
 import transferkit as tk
+from conftest import TINY_BACKBONE, separable_images
 from transferkit import _features
 from transferkit.errors import DataError, InvalidArgumentError
 
@@ -123,9 +123,7 @@ class CacheRequested(Exception):
     """Raised instead of computing features, once fit_head has said what it would cache."""
 
 
-def test_default_caches_two_augmented_views_but_never_more_than_epochs(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def record_cache_requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, object]]:
     calls: list[tuple[object, object]] = []
 
     def record(*args: object, **kwargs: object) -> None:
@@ -133,10 +131,33 @@ def test_default_caches_two_augmented_views_but_never_more_than_epochs(
         raise CacheRequested
 
     monkeypatch.setattr(_features, "cache_features", record)
-    for augmentation, epochs in [("default", 3), ("default", 1), (None, 3)]:
+    return calls
+
+
+def test_default_caches_one_augmented_view_per_image(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = record_cache_requests(monkeypatch)
+    with pytest.raises(CacheRequested):
+        fit_quickly(classifier(augmentation="default"), epochs=3)
+    assert calls == [(1, True)]
+
+
+def test_augmented_views_are_capped_at_the_number_of_epochs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = record_cache_requests(monkeypatch)
+    for epochs in (2, 5):
         with pytest.raises(CacheRequested):
-            fit_quickly(classifier(augmentation=augmentation), epochs=epochs)
-    assert calls == [(2, True), (1, True), (1, False)]
+            fit_quickly(classifier(augmentation="default"), epochs=epochs, augmented_views=3)
+    assert calls == [(2, True), (3, True)]
+
+
+def test_without_augmentation_one_exact_view_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = record_cache_requests(monkeypatch)
+    with pytest.raises(CacheRequested):
+        fit_quickly(classifier(augmentation=None), epochs=3, augmented_views=3)
+    assert calls == [(1, False)]
 
 
 def test_augmented_views_differ_from_each_other_and_from_the_plain_features() -> None:
@@ -148,6 +169,21 @@ def test_augmented_views_differ_from_each_other_and_from_the_plain_features() ->
         first, second = cached.train.views
         assert not np.allclose(first, second)
         assert not np.allclose(first, pooled_features(clf, x))
+
+
+def test_each_epoch_reads_every_row_of_the_next_view_in_turn() -> None:
+    rows = 10
+    # Row i of view v holds v + i / 100, so a batch shows which view and rows it came from.
+    row_marks = np.arange(rows, dtype=np.float32)[:, None] / 100
+    views = [np.full((rows, 2), view, np.float32) + row_marks for view in range(3)]
+    split = _features.CachedSplit(views, (np.arange(rows),), batch_size=4)
+    batches = list(split.dataset(first_epoch=2, epochs=4))
+    assert len(batches) == 4 * split.steps
+    for epoch, start in zip(range(2, 6), range(0, len(batches), split.steps), strict=True):
+        features = np.concatenate([f for f, _ in batches[start : start + split.steps]])
+        labels = np.concatenate([y for _, y in batches[start : start + split.steps]])
+        assert sorted(labels) == list(range(rows))
+        np.testing.assert_allclose(features[:, 0], epoch % 3 + labels / 100, atol=1e-6)
 
 
 def test_cached_fit_head_with_augmented_views_learns_separable_data() -> None:
@@ -233,10 +269,16 @@ def test_invalid_fit_head_options_raise_naming_the_value(option: str, value: obj
         fit_quickly(classifier(), **{option: value})
 
 
-def test_mixed_bfloat16_keeps_float32_logits_and_trains_on_cpu() -> None:
-    clf = classifier(dtype_policy="mixed_bfloat16")
-    assert clf.backbone.get_layer("conv1").compute_dtype == "bfloat16"
-    assert clf.model.output.dtype == "float32"
+@pytest.mark.parametrize(
+    ("policy", "compute_dtype"), [("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16")]
+)
+def test_mixed_precision_keeps_float32_logits_and_trains_on_cpu(
+    policy: str, compute_dtype: str
+) -> None:
+    clf = classifier(dtype_policy=policy)
+    x, _ = separable_images(8)
+    assert clf.backbone.get_layer("conv1").compute_dtype == compute_dtype
+    assert clf.model.predict(x, verbose=0).dtype == np.float32
     history = fit_quickly(clf, epochs=1)
     assert np.isfinite(history.metrics["loss"]).all()
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+# Submodules with public functions, reachable as tk.data.from_directory and tk.plot.history.
+from transferkit import data, plot
 from transferkit._registry import get_backbone, list_backbones, register_backbone
 from transferkit.backbone import Backbone
 from transferkit.classifier import TransferClassifier, load_classifier
@@ -31,8 +33,10 @@ __all__ = [
     "TrainingHistory",
     "TransferClassifier",
     "__version__",
+    "data",
     "get_backbone",
     "list_backbones",
     "load_classifier",
+    "plot",
     "register_backbone",
 ]

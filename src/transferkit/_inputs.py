@@ -53,7 +53,8 @@ def _check_image_shape(shape: tuple[int | None, ...], image_size: tuple[int, int
 
 def _warn_if_scaled(images: np.ndarray) -> None:
     # A classic mistake: images already divided by 255. The model wants raw 0-255 pixels.
-    if np.issubdtype(images.dtype, np.floating) and images.size and float(np.max(images)) <= 1.0:
+    # All-black images (max 0) are legitimate and say nothing about the scale.
+    if np.issubdtype(images.dtype, np.floating) and images.size and 0 < np.max(images) <= 1.0:
         warnings.warn(
             "Images look scaled to [0, 1], but transferkit models take raw pixels in 0-255 and "
             "apply the backbone's preprocessing themselves. Pass the unscaled images.",

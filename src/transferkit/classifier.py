@@ -218,7 +218,7 @@ class TransferClassifier:
         callbacks: Sequence[keras.callbacks.Callback] | None = None,
         verbose: Verbose = "auto",
         cache_features: bool = True,
-        augmented_views: int = 2,
+        augmented_views: int = 1,
         feature_memory_limit: int = _features.DEFAULT_MEMORY_LIMIT,
         jit_compile: JitCompile = "auto",
         early_stopping: int | None = None,
@@ -234,11 +234,12 @@ class TransferClassifier:
         and dense layers are trained on them, for the same epochs, with the same optimizer,
         loss, metrics and history as the full pass. Without augmentation that is exact and
         costs one forward pass over the training and validation data instead of one per
-        epoch. With augmentation, ``augmented_views`` augmented copies of each training
-        image are computed up front and epoch ``e`` trains on copy ``e % augmented_views``
-        (at most ``epochs`` copies are computed); validation features are computed once,
+        epoch. With augmentation, each training image is augmented once up front and the
+        head trains on that copy every epoch; with ``augmented_views=k``, ``k`` copies are
+        computed (at most ``epochs``; each costs one more pass over the training data) and
+        epoch ``e`` trains on copy ``e % k``. Validation features are computed once,
         unaugmented, as in the full pass. Fewer distinct augmentations than the full pass's
-        one per epoch make little difference to a head on frozen features (see the
+        one per epoch made no difference to a head on frozen features beyond noise (see the
         performance page for measurements); ``cache_features=False`` gives the full pass.
         Cached features take 4 bytes per feature channel per view (5 KiB per image for
         MobileNetV2): in memory up to ``feature_memory_limit`` bytes, then in a temporary
@@ -265,7 +266,7 @@ class TransferClassifier:
             cache_features: bool. Train the head on cached backbone features (see above)
                 rather than running the backbone every epoch. Defaults to True.
             augmented_views: int. Augmented copies of each training image to cache when
-                the classifier has augmentation. Defaults to 2.
+                the classifier has augmentation. Defaults to 1.
             feature_memory_limit: int. Bytes of cached features to hold in memory before
                 writing the rest to disk. Defaults to 1 GiB.
             jit_compile: bool or ``"auto"``. XLA compilation, passed to Keras'
