@@ -116,7 +116,7 @@ def preprocessing(spec: tk.Backbone) -> keras.layers.Layer:
 def plain_recipe(
     spec: tk.Backbone, size: int, weights: str, augment: bool
 ) -> tuple[keras.Model, keras.Model]:
-    """The reference recipe in plain Keras (SEED-NOTES.md), compiled for the head stage."""
+    """The tutorial's recipe in plain Keras, compiled for the head stage."""
     base = spec.constructor(include_top=False, weights=weights, input_shape=(size, size, 3))
     base.trainable = False
     inputs = keras.Input((size, size, 3))
@@ -228,7 +228,7 @@ def prediction(
     }
     for run in runs.values():  # trace the predict function once, outside the timing
         run()
-    best = best_of(args.repeats, runs)
+    best = best_of(args.predict_repeats, runs)
     return {
         "images": len(images),
         "transferkit_seconds": best["transferkit"],
@@ -251,7 +251,7 @@ def fine_tuning(
     base.trainable = True
     for layer in base.layers[: args.unfreeze_from]:
         layer.trainable = False
-    # As SEED-NOTES.md advises for Keras 3 (and transferkit does): BatchNormalization stays
+    # As the recipe advises, and as Keras 3 needs (transferkit does it): BatchNormalization stays
     # in inference mode, so both sides run the same computation.
     for layer in base.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -286,12 +286,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--save-weights", default=None, help="keep the stand-in weights here")
     parser.add_argument("--pretrain-size", type=int, default=64)
     parser.add_argument("--pretrain-epochs", type=int, default=2)
-    parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--train-size", type=int, default=1024)
-    parser.add_argument("--val-size", type=int, default=512)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--train-size", type=int, default=640)
+    parser.add_argument("--val-size", type=int, default=320)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3, help="best of N for short timings")
+    parser.add_argument("--repeats", type=int, default=3, help="best of N fine-tuning epochs")
+    parser.add_argument("--predict-repeats", type=int, default=5, help="best of N predictions")
     parser.add_argument(
         "--head-repeats", type=int, default=1, help="best of N for the 10-epoch timings"
     )
@@ -335,7 +336,7 @@ def run(args: argparse.Namespace, spec: tk.Backbone) -> dict[str, Any]:
     started = time.perf_counter()
     with_augmentation, clf, plain = head_training(args, spec, train, val, augment=True)
     without_augmentation, _, _ = head_training(args, spec, train, val, augment=False)
-    predict = prediction(args, clf, val_arrays[0])
+    predict = prediction(args, clf, np.concatenate([train_arrays[0], val_arrays[0]]))
     fine_tune = fine_tuning(args, clf, plain, train, val)
     results = {
         "settings": {

@@ -134,8 +134,9 @@ def test_evaluate_prints_accuracy_and_loss(trained):
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(printed) == ["accuracy", "loss"]
-    # 6 images in validation/: accuracy is a multiple of 1/6.
-    assert float(printed["accuracy"]) * 6 == pytest.approx(round(float(printed["accuracy"]) * 6))
+    # 6 images in validation/: accuracy is a multiple of 1/6, printed to 4 decimals.
+    accuracy = float(printed["accuracy"])
+    assert accuracy * 6 == pytest.approx(round(accuracy * 6), abs=6e-4)
     assert float(printed["loss"]) > 0
 
 

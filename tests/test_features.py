@@ -71,6 +71,14 @@ def test_full_model_after_cached_fit_head_equals_head_applied_to_features() -> N
     np.testing.assert_allclose(full_logits, np.asarray(head_logits), rtol=1e-5, atol=1e-6)
 
 
+def test_cached_validation_metrics_equal_evaluating_the_full_model() -> None:
+    clf = classifier()
+    history = fit_quickly(clf)
+    evaluated = clf.evaluate(separable_images(32, seed=1))
+    assert history.metrics["val_loss"][-1] == pytest.approx(evaluated["loss"], rel=1e-5)
+    assert history.metrics["val_accuracy"][-1] == evaluated["accuracy"]
+
+
 def test_cached_fit_head_trains_the_full_models_own_head_layers() -> None:
     clf = classifier()
     before = head_values(clf)

@@ -47,6 +47,9 @@ __all__ = [
 DEFAULT_MEMORY_LIMIT = 1 << 30
 
 Verbose = str | int
+# Validation reads features in batches this large: Keras averages loss and metrics over
+# samples, so the result is the same, and an epoch pays the per-batch overhead once, not ~30x.
+_EVALUATION_ROWS = 1024
 
 
 class Augmenter(keras.Model):  # type: ignore[misc]  # keras is untyped
@@ -206,26 +209,27 @@ class CachedSplit:
 
         Args:
             first_epoch: the global index of the first epoch, which picks its view.
-            epochs: None for one pass over view 0 in order (validation); otherwise that
-                many epochs in one dataset, each reshuffled and reading view
-                ``epoch % len(views)``.
+            epochs: None for one pass over view 0 in order, in large batches
+                (validation); otherwise that many epochs in one dataset, each reshuffled
+                and reading view ``epoch % len(views)``.
 
         Returns:
             A ``tf.data.Dataset`` of batches.
         """
         count = len(self)
 
-        def rows(view: tf.Tensor, shuffle: bool) -> tf.data.Dataset:
+        def rows(view: tf.Tensor, shuffle: bool, batch_size: int) -> tf.data.Dataset:
             indices = tf.data.Dataset.range(count)
             if shuffle:
                 indices = indices.shuffle(count, reshuffle_each_iteration=True)
-            return indices.batch(self.batch_size).map(lambda batch: (view, batch))
+            return indices.batch(batch_size).map(lambda batch: (view, batch))
 
         if epochs is None:
-            batches = rows(tf.constant(0, tf.int64), shuffle=False)
+            batch_size = max(self.batch_size, _EVALUATION_ROWS)
+            batches = rows(tf.constant(0, tf.int64), shuffle=False, batch_size=batch_size)
         else:
             batches = tf.data.Dataset.range(first_epoch, first_epoch + epochs).flat_map(
-                lambda epoch: rows(epoch % len(self.views), shuffle=True)
+                lambda epoch: rows(epoch % len(self.views), True, self.batch_size)
             )
         return batches.map(self._load).prefetch(tf.data.AUTOTUNE)
 

@@ -89,6 +89,7 @@ class TransferClassifier:
         backbone: the backbone ``keras.Model`` nested in :attr:`model`.
         spec: the :class:`~transferkit.Backbone` it was built from.
         history: a :class:`~transferkit.TrainingHistory` of both stages.
+        dtype_policy: the mixed-precision policy the layers were built with, or None.
 
     Example:
         >>> import numpy as np
@@ -129,7 +130,7 @@ class TransferClassifier:
             raise InvalidArgumentError(msg)
         if dtype_policy not in _DTYPE_POLICIES:
             msg = (
-                f"dtype_policy must be one of {sorted(map(str, _DTYPE_POLICIES))}. "
+                "dtype_policy must be 'mixed_float16', 'mixed_bfloat16' or None (float32). "
                 f"Received: dtype_policy={dtype_policy!r}"
             )
             raise InvalidArgumentError(msg)
