@@ -31,11 +31,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit import _validation
 from transferkit.errors import (
     ClassNamesMismatchError,
     DataError,
     InvalidArgumentError,
-    InvalidImageSizeError,
     TransferkitWarning,
 )
 
@@ -44,6 +44,7 @@ __all__ = [
     "DirectoryData",
     "check_images",
     "from_directory",
+    "from_files",
     "list_images",
     "load_images",
 ]
@@ -145,14 +146,18 @@ def from_directory(
             ``class_names``.
         InvalidArgumentError: an argument has an invalid value.
     """
-    size = _check_image_size(image_size)
-    _check_batch_size(batch_size)
-    _check_fraction("validation_split", validation_split)
-    _check_fraction("test_split", test_split)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        msg = f"seed must be an int or None. Received: seed={seed!r}"
-        raise InvalidArgumentError(msg)
-    expected = _check_class_names(class_names)
+    size = _validation.image_size(image_size)
+    batch_size = _validation.positive_int("batch_size", batch_size)
+    if validation_split is not None:
+        validation_split = _validation.fraction("validation_split", validation_split)
+    if test_split is not None:
+        test_split = _validation.fraction("test_split", test_split)
+    if seed is not None:
+        if _validation.as_int(seed) is None:
+            msg = f"seed must be an int or None. Received: seed={seed!r}"
+            raise InvalidArgumentError(msg)
+        seed = _validation.as_int(seed)
+    expected = _validation.class_names(class_names)
     root = _existing_folder(path)
     if seed is None:
         # Keras needs one seed for both halves of a split; pick it once.
@@ -269,11 +274,47 @@ def check_images(paths: Iterable[PathLike]) -> list[Path]:
     return files
 
 
+def from_files(
+    paths: Iterable[PathLike], image_size: int | Sequence[int], batch_size: int = 32
+) -> tf.data.Dataset:
+    """A dataset of image batches read from files as they are needed, in the given order.
+
+    Images are decoded and resized as :func:`load_images` does, a batch at a time while the
+    dataset is iterated, so memory holds a few batches whatever the number of files. This is
+    what :meth:`~transferkit.TransferClassifier.predict` reads a folder with. Every file is
+    checked first, as :func:`check_images` does. The dataset carries the files as
+    ``dataset.file_paths``, as Keras' datasets do.
+
+    Args:
+        paths: image files (see :func:`load_images`).
+        image_size: int or ``(height, width)``. The size images are resized to.
+        batch_size: int. Images per batch. Defaults to 32.
+
+    Returns:
+        A ``tf.data.Dataset`` of float32 batches of shape ``(batch, height, width, 3)`` with
+        pixels in 0-255 (the last batch may be smaller).
+
+    Raises:
+        DataError: there are no paths, a file does not exist, or files cannot be decoded
+            as images (all of them are named).
+    """
+    size = _validation.image_size(image_size)
+    batch = _validation.positive_int("batch_size", batch_size)
+    files = [os.fspath(f) for f in check_images(paths)]
+    dataset = tf.data.Dataset.from_tensor_slices(files).map(
+        lambda path: _decode(path, size), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    batched = dataset.batch(batch).prefetch(tf.data.AUTOTUNE)
+    batched.file_paths = files
+    return batched
+
+
 def load_images(paths: Iterable[PathLike], image_size: int | Sequence[int]) -> np.ndarray:
     """Reads image files into one batch of raw pixels, as :func:`from_directory` does.
 
     Images are decoded to RGB and resized (bilinear, aspect ratio not kept) exactly as
     the training datasets are, so a classifier sees the same pixels at prediction time.
+    The whole batch is in memory at once: for many files, :func:`from_files` streams them.
 
     Args:
         paths: image files (any of the formats TensorFlow decodes: JPEG, PNG, GIF, BMP,
@@ -287,17 +328,17 @@ def load_images(paths: Iterable[PathLike], image_size: int | Sequence[int]) -> n
         DataError: there are no paths, a file does not exist, or files cannot be decoded
             as images (all of them are named).
     """
-    size = _check_image_size(image_size)
+    size = _validation.image_size(image_size)
     files = check_images(paths)
-    images = [
-        tf.image.resize(
-            tf.io.decode_image(tf.io.read_file(os.fspath(f)), channels=3, expand_animations=False),
-            size,
-            method="bilinear",
-        )
-        for f in files
-    ]
-    return np.stack([np.asarray(image, np.float32) for image in images])
+    return np.stack([np.asarray(_decode(tf.constant(os.fspath(f)), size)) for f in files])
+
+
+def _decode(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    # What image_dataset_from_directory does to each file, so pixels match training's.
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    resized = tf.image.resize(image, size, method="bilinear")
+    resized.set_shape((*size, 3))
+    return resized
 
 
 # ---------------------------------------------------------------------- layout and checks
@@ -474,55 +515,6 @@ def _compare_classes(
         f"{what} {list(expected)}: {details}. Received: path={_show(folder)}"
     )
     raise ClassNamesMismatchError(msg)
-
-
-def _check_image_size(image_size: object) -> tuple[int, int]:
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
-        size: tuple[Any, ...] = (image_size, image_size)
-    elif isinstance(image_size, Sequence) and not isinstance(image_size, str):
-        size = tuple(image_size)
-    else:
-        size = ()
-    if len(size) != 2 or not all(
-        isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in size
-    ):
-        msg = (
-            "image_size must be a positive int or a (height, width) pair of positive ints. "
-            f"Received: image_size={image_size!r}"
-        )
-        raise InvalidImageSizeError(msg)
-    return (int(size[0]), int(size[1]))
-
-
-def _check_batch_size(batch_size: object) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        msg = f"batch_size must be a positive int. Received: batch_size={batch_size!r}"
-        raise InvalidArgumentError(msg)
-
-
-def _check_fraction(name: str, value: object) -> None:
-    if value is None:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0.0 < float(value) < 1.0
-    ):
-        msg = f"{name} must be a fraction strictly between 0 and 1. Received: {name}={value!r}"
-        raise InvalidArgumentError(msg)
-
-
-def _check_class_names(class_names: Sequence[str] | None) -> tuple[str, ...] | None:
-    if class_names is None:
-        return None
-    if isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names):
-        msg = f"class_names must be a list of strings. Received: class_names={class_names!r}"
-        raise InvalidArgumentError(msg)
-    names = tuple(class_names)
-    if len(set(names)) != len(names):
-        msg = f"class_names must be unique. Received: class_names={list(names)!r}"
-        raise InvalidArgumentError(msg)
-    return names
 
 
 def _existing_folder(path: PathLike) -> Path:
