@@ -13,10 +13,20 @@ from typing import Any, Union
 import numpy as np
 import tensorflow as tf
 
-from transferkit.data import from_files, list_images
+from transferkit.data import _undecodable_files_named, from_files, list_images
 from transferkit.errors import DataError, ImageShapeError, TransferkitWarning
 
-__all__ = ["Images", "LabeledData", "as_image_input", "as_labeled_dataset"]
+__all__ = [
+    "Images",
+    "LabeledData",
+    "as_image_input",
+    "as_labeled_dataset",
+    "naming_undecodable_files",
+]
+
+#: Wrap model.fit / evaluate / predict on folder datasets with it: a file damaged in its
+#: middle then stops the run with a DataError that names it (see transferkit.data).
+naming_undecodable_files = _undecodable_files_named
 
 #: Labeled data: a ``tf.data.Dataset`` of ``(images, labels)`` batches, an ``(x, y)`` pair,
 #: or the path of a folder of class subfolders.

@@ -6,12 +6,15 @@ RGB, bilinear resizing) and adds what the reference recipe does by hand: the ``t
 
 Every file is checked before any dataset is built, so a bad file fails at once with its name
 instead of stopping an epoch halfway with a decoder error. The check is cheap: it reads the
-first 16 bytes and the last KiB of each file (the format's signature and its end marker) and
+first 32 bytes and the last KiB of each file (the format's signature and its end marker) and
 decodes only the files that look cut short: 0.26 s for 3,000 JPEGs of 90 KiB, where decoding
-them all once takes about 20 s. It catches files that are not images (text, HTML, TIFF,
-macOS ``._`` files), empty files and truncated downloads; a file damaged in its middle may
-pass it and fail when Keras decodes it. Files that fail the check are an error, not skipped:
-training on silently fewer images hides the problem.
+them all once takes about 20 s. BMP, WebP and JPEG XL files, whose end cannot be checked that
+way (and some of whose variants TensorFlow cannot decode: 1-bit BMPs, animated WebPs), are
+decoded in full. So the check accepts exactly what ``tf.io.decode_image`` decodes, except a
+file damaged in its middle behind an intact end marker: it passes the check, and reading it
+mid-epoch stops training with a :class:`~transferkit.errors.DataError` that names it (the
+last checkpoint is kept, see :doc:`/howto/from_folder`). Files that fail the check are an
+error, not skipped: training on silently fewer images hides the problem.
 
 Grayscale, palette and RGBA images are converted to RGB when they are decoded (RGBA by
 dropping the alpha channel), so a folder may mix them.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,7 +56,11 @@ __all__ = [
 #: The file extensions ``image_dataset_from_directory`` reads (any case); others are ignored.
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 _VALIDATION_FOLDERS = ("validation", "val")
+_HEAD_BYTES = 32
 _TAIL_BYTES = 1024
+# TensorFlow's op errors start with the function node and end with the op's name.
+_OP_ERROR_NOISE = re.compile(r"^\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]$")
+_KIND_LABELS = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "bmp": "BMP", "webp": "WebP"}
 _MAX_LISTED = 10
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -206,7 +214,9 @@ def from_directory(
         if test_split is not None:
             # Keras' validation half comes in a fixed (seeded) order and is never
             # reshuffled, so take/skip split it once: validation and test share no image.
+            files = validation.file_paths
             validation, test = validation.skip(counts["test"]), validation.take(counts["test"])
+            validation.file_paths = test.file_paths = files  # each holds some of them
     else:
         train = load(train_folder, shuffle=True)
         if validation_folder is not None and test_split is not None:
@@ -431,7 +441,7 @@ def _check_file(path: Path) -> str | None:
     try:
         size = path.stat().st_size
         with path.open("rb") as file:
-            head = file.read(16)
+            head = file.read(_HEAD_BYTES)
             file.seek(max(size - _TAIL_BYTES, 0))
             tail = file.read()
     except OSError as exc:
@@ -440,14 +450,24 @@ def _check_file(path: Path) -> str | None:
         return "empty file"
     kind = _sniff(head)
     if kind is None:
-        return "not a JPEG, PNG, GIF, BMP or WebP image"
-    if _looks_complete(kind, head, tail, size):
+        return "not a JPEG, PNG, GIF, BMP, WebP or JPEG XL image"
+    if _looks_complete(kind, tail):
         return None
-    # The end marker is missing: decode it to be sure (valid files may carry trailing bytes).
+    # No end marker to see (or it is missing: valid files may carry trailing bytes): decode.
+    problem = _decode_problem(path)
+    if problem is None:
+        return None
+    if kind in ("jpeg", "png", "gif"):
+        return f"truncated or corrupt {kind.upper()}"
+    return f"{_KIND_LABELS.get(kind, kind.upper())} that TensorFlow cannot decode: {problem}"
+
+
+def _decode_problem(path: Path) -> str | None:
+    """What ``tf.io.decode_image`` says about ``path``, as the training datasets call it."""
     try:
         tf.io.decode_image(tf.io.read_file(os.fspath(path)), channels=3, expand_animations=False)
-    except tf.errors.InvalidArgumentError:
-        return f"truncated or corrupt {kind.upper()}"
+    except tf.errors.OpError as exc:
+        return _OP_ERROR_NOISE.sub("", exc.message.strip()) or type(exc).__name__
     return None
 
 
@@ -468,31 +488,35 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
-def _looks_complete(kind: str, head: bytes, tail: bytes, size: int) -> bool:
+def _looks_complete(kind: str, tail: bytes) -> bool:
     if kind == "jpeg":
         return b"\xff\xd9" in tail  # end-of-image marker
     if kind == "png":
         return b"IEND" in tail
     if kind == "gif":
         return tail.rstrip(b"\x00").endswith(b";")  # trailer byte
-    if kind == "bmp":
-        declared = int.from_bytes(head[2:6], "little")  # the header's file size, or 0
-        return declared <= size
-    return True
+    return False  # BMP, WebP, JPEG XL: no end marker, and variants TensorFlow cannot decode
 
 
 def _raise_for_bad_files(bad: list[tuple[Path, str]], folder: Path | None) -> None:
     if not bad:
         return
-    shown = ", ".join(f"{_relative(f, folder)} ({problem})" for f, problem in bad[:_MAX_LISTED])
-    more = f" and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
-    where = f" in {_show(folder)}" if folder is not None else ""
+    received = _show(folder) if folder else _bad_files(bad, None, count=False)
     msg = (
-        f"{len(bad)} files{where} cannot be decoded as images: {shown}{more}. Delete or move "
-        "them and run again (every file is checked before training so that a bad one cannot "
-        f"stop an epoch halfway). Received: path={_show(folder) if folder else shown}"
+        f"{_bad_files(bad, folder)}. Delete or move them and run again (every file is checked "
+        "before training so that a bad one cannot stop an epoch halfway). "
+        f"Received: path={received}"
     )
     raise DataError(msg)
+
+
+def _bad_files(bad: list[tuple[Path, str]], folder: Path | None, *, count: bool = True) -> str:
+    shown = ", ".join(f"{_relative(f, folder)} ({problem})" for f, problem in bad[:_MAX_LISTED])
+    more = f" and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+    if not count:
+        return shown + more
+    where = f" in {_show(folder)}" if folder is not None else ""
+    return f"{len(bad)} files{where} cannot be decoded as images: {shown}{more}"
 
 
 def _compare_classes(
@@ -611,7 +635,36 @@ def _quiet_keras() -> Iterator[None]:
 def _finish(dataset: tf.data.Dataset, batch_size: int, names: tuple[str, ...]) -> Any:
     batched = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     batched.class_names = list(names)
+    batched.file_paths = dataset.file_paths  # for naming a file that fails to decode
     return batched
+
+
+@contextlib.contextmanager
+def _undecodable_files_named(*datasets: object) -> Iterator[None]:
+    """Turns a decoder error raised while ``datasets`` are read into a DataError naming files.
+
+    A file damaged in its middle passes :func:`check_images` and fails only when it is
+    decoded, mid-epoch, with an error that names no file. On that error, this decodes the
+    files the datasets were made from (their ``file_paths``, as this module and Keras set
+    them) and raises a :class:`~transferkit.errors.DataError` naming the bad ones. Any other
+    error, or one with no bad file to name, passes through unchanged.
+    """
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as exc:
+        files = dict.fromkeys(
+            Path(f) for dataset in datasets for f in getattr(dataset, "file_paths", None) or ()
+        )
+        bad = [(f, problem) for f in files if (problem := _decode_problem(f))]
+        if not bad:
+            raise
+        msg = (
+            f"{_bad_files(bad, None)}. They passed the check before reading started (damage in "
+            "the middle of a file shows only when it is decoded). Delete or move them and run "
+            "again; with checkpoint_dir, training resumes from the last finished epoch. "
+            f"Received: {_bad_files(bad, None, count=False)}"
+        )
+        raise DataError(msg) from exc
 
 
 # ---------------------------------------------------------------------- messages
