@@ -171,7 +171,7 @@ class Backbone:
         """Raises if ``weights`` cannot be used at ``image_size``; builds nothing.
 
         ImageNet weights can be used at every size the network accepts. Where they come in
-        one file per size (:attr:`weight_sizes`) and ``image_size`` has none, Keras loads
+        one file per size (``weight_sizes``) and ``image_size`` has none, Keras loads
         the weights of the default size; this warns that it will
         (:class:`~transferkit.errors.TransferkitWarning`).
 
