@@ -17,11 +17,13 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 # Submodules with public functions, reachable as tk.data.from_directory and tk.plot.history.
-from transferkit import data, plot
+from transferkit import data, interpret, plot
+from transferkit._grad_cam import grad_cam, tokens_to_map
 from transferkit._registry import get_backbone, list_backbones, register_backbone
 from transferkit.backbone import Backbone
 from transferkit.classifier import TransferClassifier, load_classifier
 from transferkit.history import TrainingHistory
+from transferkit.interpret import Interpretation
 
 try:
     __version__ = version("transferkit")
@@ -30,13 +32,17 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "Backbone",
+    "Interpretation",
     "TrainingHistory",
     "TransferClassifier",
     "__version__",
     "data",
     "get_backbone",
+    "grad_cam",
+    "interpret",
     "list_backbones",
     "load_classifier",
     "plot",
     "register_backbone",
+    "tokens_to_map",
 ]

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit import _validation
 from transferkit.errors import (
     ClassNamesMismatchError,
     DataError,
@@ -64,7 +65,9 @@ class DirectoryData:
     Every dataset yields ``(images, labels)`` batches: float32 raw pixels (0-255) of shape
     ``(batch, height, width, 3)`` and int32 class indices. Each dataset also carries the
     class names as ``dataset.class_names``, as Keras' datasets do, so a classifier can
-    check them.
+    check them. A dataset read in a fixed order (the train split with ``shuffle=False``, a
+    validation folder, a test folder) also carries ``dataset.file_paths``: the file of each
+    image, in the order they come.
 
     Attributes:
         train: the training batches, reshuffled every epoch.
@@ -96,6 +99,7 @@ def from_directory(
     test_split: float | None = None,
     seed: int | None = 0,
     class_names: Sequence[str] | None = None,
+    shuffle: bool = True,
 ) -> DirectoryData:
     """Loads labeled images from class subfolders into batched, prefetched datasets.
 
@@ -132,6 +136,9 @@ def from_directory(
             would put training images into its validation set.
         class_names: the expected class names, in label order. The class folders must be
             exactly these. Defaults to the sorted folder names.
+        shuffle: bool. Reshuffle the training images every epoch. False reads the class
+            folders layout in a fixed order (class by class, files sorted), for evaluation.
+            Defaults to True.
 
     Returns:
         A :class:`DirectoryData` with the ``train``, ``validation`` and ``test`` datasets,
@@ -152,6 +159,7 @@ def from_directory(
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         msg = f"seed must be an int or None. Received: seed={seed!r}"
         raise InvalidArgumentError(msg)
+    _validation.choice("shuffle", shuffle, (True, False))
     expected = _check_class_names(class_names)
     root = _existing_folder(path)
     if seed is None:
@@ -203,17 +211,22 @@ def from_directory(
             # reshuffled, so take/skip split it once: validation and test share no image.
             validation, test = validation.skip(counts["test"]), validation.take(counts["test"])
     else:
-        train = load(train_folder, shuffle=True)
+        train = load(train_folder, shuffle=shuffle)
         if validation_folder is not None and test_split is not None:
             validation, test = load(validation_folder, validation_split=test_split)
         elif validation_folder is not None:
             validation = load(validation_folder, shuffle=False)
     if test_folder is not None:
         test = load(test_folder, shuffle=False)
+    # Keras' file_paths follow the order images come in, except after per-epoch shuffling
+    # (the training split) or take/skip (a test set carved out of the validation images).
+    carved = validation_split is not None and test_split is not None
     return DirectoryData(
-        train=_finish(train, batch_size, names),
-        validation=None if validation is None else _finish(validation, batch_size, names),
-        test=None if test is None else _finish(test, batch_size, names),
+        train=_finish(train, batch_size, names, ordered=not shuffle and validation_split is None),
+        validation=None
+        if validation is None
+        else _finish(validation, batch_size, names, ordered=test_split is None),
+        test=None if test is None else _finish(test, batch_size, names, ordered=not carved),
         class_names=names,
         counts=counts,
     )
@@ -616,9 +629,13 @@ def _quiet_keras() -> Iterator[None]:
             keras.config.enable_interactive_logging()
 
 
-def _finish(dataset: tf.data.Dataset, batch_size: int, names: tuple[str, ...]) -> Any:
+def _finish(
+    dataset: tf.data.Dataset, batch_size: int, names: tuple[str, ...], *, ordered: bool
+) -> Any:
     batched = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     batched.class_names = list(names)
+    if ordered and getattr(dataset, "file_paths", None) is not None:
+        batched.file_paths = list(dataset.file_paths)
     return batched
 
 
