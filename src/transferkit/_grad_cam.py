@@ -178,13 +178,20 @@ class _CamModel:
         self._to_spatial = to_spatial or _SPATIAL_BY_FAMILY.get(family, _default_to_spatial)
 
     def __call__(self, images: Any, classes: np.ndarray | None) -> np.ndarray:
-        pixels = self._preprocess(tf.convert_to_tensor(images, tf.float32))
+        # Eager: tracing a graph of the backbone costs more than a few eager batches.
+        pixels = tf.cast(images, tf.float32)
+        wanted = None if classes is None else tf.constant(classes, tf.int64)
+        return np.asarray(self._heatmaps(pixels, wanted), dtype=np.float32)
+
+    def _heatmaps(self, images: Any, classes: Any) -> Any:
+        pixels = self._preprocess(images)
         with tf.GradientTape() as tape:
+            # The backbone is frozen (nothing watched by default): record from the input on.
+            tape.watch(pixels)
             if self._split:
                 raw_map, output = self._features(pixels, training=False)
             else:
                 raw_map = output = self._features(pixels, training=False)
-            tape.watch(raw_map)
             logits = output
             for head_layer in self._head:
                 logits = head_layer(logits, training=False)
@@ -204,15 +211,14 @@ class _CamModel:
         cam = tf.nn.relu(tf.reduce_sum(weights * feature_map, axis=-1, keepdims=True))
         cam = keras.ops.image.resize(cam, self._image_size, interpolation="bilinear")[..., 0]
         peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
-        return np.asarray(tf.math.divide_no_nan(cam, peak), dtype=np.float32)
+        return tf.math.divide_no_nan(cam, peak)
 
-    def _scores(self, logits: Any, classes: np.ndarray | None) -> Any:
+    def _scores(self, logits: Any, classes: Any) -> Any:
         if self._binary:
-            predicted = tf.cast(logits[:, 0] > 0, tf.int64)
-            wanted = predicted if classes is None else tf.constant(classes, tf.int64)
+            wanted = tf.cast(logits[:, 0] > 0, tf.int64) if classes is None else classes
             sign = tf.cast(2 * wanted - 1, tf.float32)
             return tf.reduce_sum(sign * logits[:, 0])
-        wanted = tf.argmax(logits, axis=-1) if classes is None else tf.constant(classes, tf.int64)
+        wanted = tf.argmax(logits, axis=-1) if classes is None else classes
         return tf.reduce_sum(tf.gather(logits, wanted, axis=1, batch_dims=1))
 
 

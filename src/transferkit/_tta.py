@@ -79,7 +79,7 @@ def views(images: Any, count: int) -> Any:
         A tensor of shape ``(batch * count, height, width, 3)``: the views of the first
         image, then those of the second, and so on.
     """
-    images = keras.ops.convert_to_tensor(images, dtype="float32")
+    images = keras.ops.cast(images, "float32")
     if count == 1:
         return images
     height, width = int(images.shape[1]), int(images.shape[2])
