@@ -49,7 +49,8 @@ def test_evaluate_report_writes_the_json_the_figures_and_prints_the_table(
     content = json.loads((out / "report.json").read_text())
     assert content["report"] == expected.report()  # JSON keeps floats exactly
     assert content["confusion_matrix"] == expected.confusion_matrix.tolist()
-    assert content["examples"] == 11 and content["tta_views"] == 1
+    assert content["examples"] == 11
+    assert content["tta_views"] == 1
     top = content["top_losses"][0]
     assert top["path"].startswith(str(saved.folder))
     assert top["loss"] == pytest.approx(expected.top_losses(1)[0].loss)

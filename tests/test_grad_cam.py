@@ -64,7 +64,8 @@ def test_grad_cam_is_the_class_activation_map_of_the_predicted_class(three_class
     heatmaps = tk.grad_cam(clf, x[:6], batch_size=4)
     predicted = np.argmax(clf.predict(x[:6]), axis=-1)
     np.testing.assert_allclose(heatmaps, _reference_cam(clf, x[:6], predicted), atol=1e-5)
-    assert heatmaps.shape == (6, 32, 32) and heatmaps.dtype == np.float32
+    assert heatmaps.shape == (6, 32, 32)
+    assert heatmaps.dtype == np.float32
 
 
 def test_class_index_picks_the_class_to_explain(three_classes) -> None:
@@ -96,7 +97,8 @@ def test_an_inner_layer_gives_a_finer_map_at_the_input_size(three_classes) -> No
     clf, x, _ = three_classes
     inner = tk.grad_cam(clf, x[:3], layer="relu2")
     assert inner.shape == (3, 32, 32)
-    assert inner.min() >= 0 and np.allclose(inner.max(axis=(1, 2)), 1)
+    assert inner.min() >= 0
+    assert np.allclose(inner.max(axis=(1, 2)), 1)
     assert not np.allclose(inner, tk.grad_cam(clf, x[:3]))
 
 
@@ -180,7 +182,8 @@ def test_grad_cam_works_for_every_built_in_family(family: str) -> None:
     heatmaps = tk.grad_cam(clf, images, class_index=[0, 2])
     assert heatmaps.shape == (2, size, size)
     assert np.all(np.isfinite(heatmaps))
-    assert heatmaps.min() >= 0 and heatmaps.max() <= 1
+    assert heatmaps.min() >= 0
+    assert heatmaps.max() <= 1
     # Where any position speaks for the class, the map is scaled to a peak of 1.
     assert set(np.round(heatmaps.max(axis=(1, 2)), 5)) <= {0.0, 1.0}
     keras.backend.clear_session()

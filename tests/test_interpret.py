@@ -179,9 +179,7 @@ def test_top_loss_images_are_the_images_at_those_indices(trained) -> None:
     x, y = np.concatenate([x, x[::-1]]), np.concatenate([y, y[::-1]])  # more than are kept
     result = interpret(clf, (x, y), batch_size=7)  # the kept images cross batch borders
     top = result.top_losses(MAX_PLOTTED)
-    np.testing.assert_array_equal(
-        result.top_loss_images(MAX_PLOTTED), x[[t.index for t in top]]
-    )
+    np.testing.assert_array_equal(result.top_loss_images(MAX_PLOTTED), x[[t.index for t in top]])
     with pytest.raises(InvalidArgumentError, match=f"at most {MAX_PLOTTED}"):
         result.top_loss_images(MAX_PLOTTED + 1)
 
@@ -190,7 +188,8 @@ def test_a_folder_gives_file_paths_in_a_fixed_order(trained, tmp_path: Path) -> 
     clf, _, _ = trained
     root = write_class_folders(tmp_path / "data", {"red": 4, "green": 3, "blue": 2})
     result = interpret(clf, root, batch_size=4)
-    assert result.paths is not None and len(result.paths) == 9
+    assert result.paths is not None
+    assert len(result.paths) == 9
     # Class by class in the classifier's order, files sorted; labels follow the folders.
     assert [Path(p).parent.name for p in result.paths] == [NAMES[k] for k in result.labels]
     assert list(result.labels) == [0] * 4 + [1] * 3 + [2] * 2
@@ -270,7 +269,8 @@ def test_confusion_matrix_figure_is_written(trained, tmp_path: Path) -> None:
     result = interpret(clf, (x, y))
     counts = _png(result.plot_confusion_matrix(tmp_path / "counts.png"))
     fractions = _png(result.plot_confusion_matrix(tmp_path / "rows.png", normalize=True))
-    assert counts.shape[0] > 200 and counts.shape == fractions.shape
+    assert counts.shape[0] > 200
+    assert counts.shape == fractions.shape
     assert not np.array_equal(counts, fractions)  # the cell texts differ
 
 
@@ -279,4 +279,18 @@ def test_top_losses_figure_draws_k_images(trained, tmp_path: Path) -> None:
     result = interpret(clf, (x, y))
     four = _png(result.plot_top_losses(4, tmp_path / "four.png"))
     nine = _png(result.plot_top_losses(9, tmp_path / "nine.png"))
-    assert nine.shape[0] > four.shape[0] and nine.shape[1] > four.shape[1]  # 3x3 against 2x2
+    assert nine.shape[0] > four.shape[0]
+    assert nine.shape[1] > four.shape[1]  # 3x3 against 2x2
+
+
+def test_the_classifier_methods_take_tta(trained) -> None:
+    clf, x, y = trained
+    mirrored = (clf.predict(x) + clf.predict(x[:, :, ::-1, :])) / 2
+    np.testing.assert_allclose(clf.predict(x, tta=True), mirrored, atol=1e-6)
+    np.testing.assert_allclose(clf.predict(x, tta=1), clf.predict(x), atol=1e-6)
+    result = clf.interpret((x, y), tta=4)
+    assert result.views == 4
+    evaluated = clf.evaluate((x, y), tta=4)
+    assert evaluated == {"loss": result.loss, "accuracy": result.accuracy}
+    with pytest.raises(InvalidArgumentError, match="tta="):
+        clf.predict(x, tta=-1)

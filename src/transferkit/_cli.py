@@ -417,8 +417,8 @@ def _predict(args: argparse.Namespace) -> int:
     results = []
     for start in range(0, len(files), _PREDICT_CHUNK):
         chunk = files[start : start + _PREDICT_CHUNK]
-        probabilities = _cli_reports.predict(
-            clf, load_images(chunk, clf.image_size), batch_size=args.batch_size, tta=args.tta
+        probabilities = clf.predict(
+            load_images(chunk, clf.image_size), batch_size=args.batch_size, tta=args.tta
         )
         for file, row in zip(chunk, probabilities, strict=True):
             best = np.argsort(-row, kind="stable")[:top_k]

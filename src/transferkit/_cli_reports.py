@@ -30,7 +30,6 @@ __all__ = [
     "add_grad_cam_option",
     "add_report_option",
     "check_grad_cam_path",
-    "predict",
     "prepare_report_folder",
     "tta_option",
     "write_grad_cam",
@@ -161,18 +160,3 @@ def _views(text: str) -> int:
         raise argparse.ArgumentTypeError(msg)
     return views
 
-
-def predict(clf: TransferClassifier, images: Any, *, batch_size: int, tta: int) -> Any:
-    """``clf.predict``, averaged over ``tta`` views when ``tta`` is above 1."""
-    if tta == 1:
-        return clf.predict(images, batch_size=batch_size)
-    from transferkit import _tta
-
-    return _tta.predict_probabilities(
-        clf.model,
-        images,
-        batch_size=batch_size,
-        count=tta,
-        binary=clf.num_classes == 2,
-        distributed=clf.strategy is not None,
-    )
