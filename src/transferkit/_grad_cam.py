@@ -32,6 +32,8 @@ from transferkit import _inputs, _tta, _validation
 from transferkit.errors import InvalidArgumentError, UnknownLayerError
 
 if TYPE_CHECKING:
+    import os  # noqa: F401  # named by _inputs.Images, for Sphinx to resolve the hint
+
     from transferkit.classifier import TransferClassifier
 
 __all__ = ["SpatialFn", "grad_cam", "tokens_to_map"]

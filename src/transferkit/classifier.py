@@ -548,7 +548,7 @@ class TransferClassifier:
                 Defaults to False.
 
         Returns:
-            An :class:`~transferkit.Interpretation`.
+            An :class:`~transferkit.interpret.Interpretation`.
         """
         return _interpret.interpret(self, data, batch_size=batch_size, tta=tta)
 

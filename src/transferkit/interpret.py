@@ -60,8 +60,8 @@ class TopLoss:
 class Interpretation:
     """Predictions on labeled data, and what they say about the classifier's mistakes.
 
-    Made by :func:`interpret` (or :meth:`TransferClassifier.interpret`); the constructor
-    takes the arrays of one prediction pass.
+    Made by :func:`interpret` (or :meth:`~transferkit.TransferClassifier.interpret`); the
+    constructor takes the arrays of one prediction pass.
 
     Args:
         class_names: the class names, in label order.

@@ -196,6 +196,9 @@ def confusion_matrix(
 def top_losses(interpretation: Interpretation, k: int, path: str | os.PathLike[str]) -> Path:
     """Draws the ``k`` highest-loss images, titled predicted/true/loss/probability.
 
+    Titles are red for a wrong prediction and green for a right one (still among the
+    highest losses, with a low probability).
+
     Args:
         interpretation: an :class:`~transferkit.interpret.Interpretation`.
         k: int. How many images, at most :data:`~transferkit.interpret.MAX_PLOTTED`.
@@ -216,7 +219,8 @@ def top_losses(interpretation: Interpretation, k: int, path: str | os.PathLike[s
     titles = [
         f"{row.predicted}/{row.label}\nloss {row.loss:.2f}, p {row.probability:.2f}" for row in rows
     ]
-    figure = _image_grid(new_figure, pixels, titles, [_WRONG] * len(rows))
+    colors = [_RIGHT if row.label == row.predicted else _WRONG for row in rows]
+    figure = _image_grid(new_figure, pixels, titles, colors)
     figure.suptitle("Prediction/true class, loss, probability of the prediction")
     figure.savefig(target, dpi=100)
     return target
