@@ -159,4 +159,3 @@ def _views(text: str) -> int:
         msg = f"must be a number of views from 1 to 12, not {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return views
-

@@ -125,6 +125,11 @@ def tokens_to_map(tokens: Any, image_size: tuple[int, int]) -> Any:
 
     Raises:
         InvalidArgumentError: no such grid exists.
+
+    Example:
+        >>> import numpy as np
+        >>> tuple(tokens_to_map(np.zeros((2, 197, 8), "float32"), (224, 224)).shape)
+        (2, 14, 14, 8)
     """
     total, channels = int(tokens.shape[1]), int(tokens.shape[2])
     height, width = image_size

@@ -81,6 +81,22 @@ class Interpretation:
         losses: the loss of each example, float64 array ``(n,)``.
         paths: tuple of file paths, or None.
         views: int.
+
+    Example:
+        >>> import numpy as np
+        >>> result = Interpretation(
+        ...     class_names=["cat", "dog"],
+        ...     labels=np.array([0, 1, 1]),
+        ...     log_probabilities=np.log([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]]),
+        ... )
+        >>> result.confusion_matrix.tolist()
+        [[1, 0], [1, 1]]
+        >>> result.most_confused()
+        [('dog', 'cat', 1)]
+        >>> result.report()["dog"]["recall"]
+        0.5
+        >>> result.top_losses(1)[0].index
+        2
     """
 
     def __init__(
