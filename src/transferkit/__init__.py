@@ -24,11 +24,13 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load on first use
-    from transferkit import data, plot
+    from transferkit import data, interpret, plot
+    from transferkit._grad_cam import grad_cam, tokens_to_map
     from transferkit._registry import get_backbone, list_backbones, register_backbone
     from transferkit.backbone import Backbone
     from transferkit.classifier import TransferClassifier, load_classifier
     from transferkit.history import TrainingHistory
+    from transferkit.interpret import Interpretation
 
 try:
     __version__ = version("transferkit")
@@ -40,12 +42,16 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 # as it was when this file imported them all.
 _LAZY = {
     "Backbone": "transferkit.backbone",
+    "Interpretation": "transferkit.interpret",
     "TrainingHistory": "transferkit.history",
     "TransferClassifier": "transferkit.classifier",
     "get_backbone": "transferkit._registry",
+    "grad_cam": "transferkit._grad_cam",
+    "interpret": "transferkit.interpret",
     "list_backbones": "transferkit._registry",
     "load_classifier": "transferkit.classifier",
     "register_backbone": "transferkit._registry",
+    "tokens_to_map": "transferkit._grad_cam",
     **{
         name: f"transferkit.{name}"
         for name in (
@@ -64,15 +70,19 @@ _LAZY = {
 
 __all__ = [
     "Backbone",
+    "Interpretation",
     "TrainingHistory",
     "TransferClassifier",
     "__version__",
     "data",
     "get_backbone",
+    "grad_cam",
+    "interpret",
     "list_backbones",
     "load_classifier",
     "plot",
     "register_backbone",
+    "tokens_to_map",
 ]
 
 

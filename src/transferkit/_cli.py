@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from transferkit import _validation
+from transferkit import _cli_reports, _validation
 from transferkit.errors import (
     DataError,
     InvalidArgumentError,
@@ -374,7 +374,7 @@ def _history_plot(clf: TransferClassifier, output: Path) -> str:
 def _add_predict(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "predict",
-        parents=[_model_option(), _batch_size_option()],
+        parents=[_model_option(), _batch_size_option(), _cli_reports.tta_option()],
         help="classify image files",
         description=(
             "Classify image files with a saved model. Folders are searched for .bmp, .gif, "
@@ -388,6 +388,7 @@ def _add_predict(subparsers: Any) -> argparse.ArgumentParser:
         type=_positive_int,
         help=f"classes to show per image, most probable first (default: up to {_MAX_TOP_K})",
     )
+    _cli_reports.add_grad_cam_option(parser)
     return parser
 
 
@@ -405,6 +406,8 @@ def _predict(args: argparse.Namespace) -> int:
             raise DataError(msg)
         files.extend(found)
     check_images(files)  # every file, before any prediction is printed
+    if args.grad_cam is not None:
+        _cli_reports.check_grad_cam_path(args.grad_cam)
     clf = load_classifier(args.model)
     names = clf.class_names or [str(i) for i in range(clf.num_classes)]
     top_k = args.top_k if args.top_k is not None else min(_MAX_TOP_K, clf.num_classes)
@@ -418,7 +421,9 @@ def _predict(args: argparse.Namespace) -> int:
     results = []
     for start in range(0, len(files), _PREDICT_CHUNK):
         chunk = files[start : start + _PREDICT_CHUNK]
-        probabilities = clf.predict(load_images(chunk, clf.image_size), batch_size=args.batch_size)
+        probabilities = clf.predict(
+            load_images(chunk, clf.image_size), batch_size=args.batch_size, tta=args.tta
+        )
         for file, row in zip(chunk, probabilities, strict=True):
             best = np.argsort(-row, kind="stable")[:top_k]
             ranked = [(names[i], float(row[i])) for i in best]
@@ -437,6 +442,8 @@ def _predict(args: argparse.Namespace) -> int:
                 print(f"{os.fspath(file)}  {shown}", flush=True)
     if args.json:
         print(json.dumps(results, indent=2))
+    if args.grad_cam is not None:
+        _cli_reports.write_grad_cam(clf, files, args.grad_cam, quiet=args.json)
     return 0
 
 
@@ -446,7 +453,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _add_evaluate(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "evaluate",
-        parents=[_model_option(), _batch_size_option()],
+        parents=[_model_option(), _batch_size_option(), _cli_reports.tta_option()],
         help="measure loss and accuracy on a folder of images",
         description=(
             "Measure a saved model's loss and accuracy on DATA_DIR, a folder with one "
@@ -454,15 +461,22 @@ def _add_evaluate(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("data_dir", type=Path, help="the folder of class subfolders")
+    _cli_reports.add_report_option(parser)
     return parser
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from transferkit.classifier import load_classifier
+    from transferkit.interpret import interpret
 
+    if args.report is not None:
+        _cli_reports.prepare_report_folder(args.report)
     clf = load_classifier(args.model)
-    results = clf.evaluate(args.data_dir, batch_size=args.batch_size)
-    print("  ".join(f"{name} {value:.4f}" for name, value in sorted(results.items())))
+    # One pass gives the loss and accuracy evaluate() gives, and the report's numbers.
+    result = interpret(clf, args.data_dir, batch_size=args.batch_size, tta=args.tta)
+    print(f"accuracy {result.accuracy:.4f}  loss {result.loss:.4f}")
+    if args.report is not None:
+        _cli_reports.write_report(result, args.report)
     return 0
 
 

@@ -73,7 +73,8 @@ class DirectoryData:
     Every dataset yields ``(images, labels)`` batches: float32 raw pixels (0-255) of shape
     ``(batch, height, width, 3)`` and int32 class indices. Each dataset also carries the
     class names as ``dataset.class_names``, as Keras' datasets do, so a classifier can
-    check them.
+    check them. With ``shuffle=False``, the train split of the class-folders layout
+    (without ``validation_split``) comes in the order of its ``file_paths``.
 
     Attributes:
         train: the training batches, reshuffled every epoch.
@@ -105,6 +106,7 @@ def from_directory(
     test_split: float | None = None,
     seed: int | None = 0,
     class_names: Sequence[str] | None = None,
+    shuffle: bool = True,
 ) -> DirectoryData:
     """Loads labeled images from class subfolders into batched, prefetched datasets.
 
@@ -141,6 +143,9 @@ def from_directory(
             would put training images into its validation set.
         class_names: the expected class names, in label order. The class folders must be
             exactly these. Defaults to the sorted folder names.
+        shuffle: bool. Reshuffle the training images every epoch. False reads the class
+            folders layout in a fixed order (class by class, files sorted), for evaluation.
+            Defaults to True.
 
     Returns:
         A :class:`DirectoryData` with the ``train``, ``validation`` and ``test`` datasets,
@@ -165,6 +170,7 @@ def from_directory(
             msg = f"seed must be an int or None. Received: seed={seed!r}"
             raise InvalidArgumentError(msg)
         seed = _validation.as_int(seed)
+    _validation.choice("shuffle", shuffle, (True, False))
     expected = _validation.class_names(class_names)
     root = _existing_folder(path)
     if seed is None:
@@ -218,7 +224,7 @@ def from_directory(
             validation, test = validation.skip(counts["test"]), validation.take(counts["test"])
             validation.file_paths = test.file_paths = files  # each holds some of them
     else:
-        train = load(train_folder, shuffle=True)
+        train = load(train_folder, shuffle=shuffle)
         if validation_folder is not None and test_split is not None:
             validation, test = load(validation_folder, validation_split=test_split)
         elif validation_folder is not None:
