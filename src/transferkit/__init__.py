@@ -17,11 +17,12 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 # Submodules with public functions, reachable as tk.data.from_directory and tk.plot.history.
-from transferkit import data, plot
+from transferkit import data, discriminative, lr_finder, plot, schedules
 from transferkit._registry import get_backbone, list_backbones, register_backbone
 from transferkit.backbone import Backbone
 from transferkit.classifier import TransferClassifier, load_classifier
 from transferkit.history import TrainingHistory
+from transferkit.lr_finder import LearningRateFinderResult
 
 try:
     __version__ = version("transferkit")
@@ -30,13 +31,17 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "Backbone",
+    "LearningRateFinderResult",
     "TrainingHistory",
     "TransferClassifier",
     "__version__",
     "data",
+    "discriminative",
     "get_backbone",
     "list_backbones",
     "load_classifier",
+    "lr_finder",
     "plot",
     "register_backbone",
+    "schedules",
 ]

@@ -16,7 +16,10 @@ train at) and well above the flat start. Should the loss never decrease, the sug
 tenth of the rate at the lowest loss (fastai's older *minimum* rule).
 
 :func:`find_learning_rate` takes the pieces it needs (a model, batches, a loss, an optimizer
-maker); :meth:`transferkit.TransferClassifier.find_learning_rate` passes the classifier's.
+maker); :func:`sweep_classifier`, behind :meth:`transferkit.TransferClassifier.find_learning_rate`,
+passes a classifier's: for the head stage its head on cached backbone features (the backbone
+runs once over the data, as in ``fit_head``), with Adam; for fine-tuning its full model with
+RMSprop, the stages' default optimizers.
 Every variable of the model (weights, BatchNormalization statistics, random-generator states)
 is put back exactly as it was, and the model's own compiled optimizer is never touched: the
 sweep trains a wrapper of the model, compiled with an optimizer of its own.
@@ -24,21 +27,31 @@ sweep trains a wrapper of the model, compiled with an optimizer of its own.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from transferkit import _validation
-from transferkit.errors import InvalidArgumentError
+from transferkit import _features, _inputs, _stages, _training, _validation
+from transferkit.errors import InvalidArgumentError, NotUnfrozenError
+from transferkit.history import Stage
 
-__all__ = ["LearningRateFinderResult", "find_learning_rate", "suggest_learning_rate"]
+if TYPE_CHECKING:
+    from transferkit.classifier import TransferClassifier
+
+__all__ = [
+    "LearningRateFinderResult",
+    "find_learning_rate",
+    "suggest_learning_rate",
+    "sweep_classifier",
+]
 
 #: The sweep stops once the smoothed loss exceeds this many times the best one (fastai's 4).
 DIVERGENCE_FACTOR = 4.0
@@ -210,18 +223,10 @@ def find_learning_rate(
     Raises:
         InvalidArgumentError: an argument is invalid.
     """
-    min_lr = _validation.positive_float("min_lr", min_lr)
-    max_lr = _validation.positive_float("max_lr", max_lr)
-    if min_lr >= max_lr:
-        msg = f"min_lr must be below max_lr. Received: min_lr={min_lr!r}, max_lr={max_lr!r}"
-        raise InvalidArgumentError(msg)
-    steps = _validation.positive_int("steps", steps)
-    if steps < _MIN_STEPS:
-        msg = f"steps must be at least {_MIN_STEPS} for a useful sweep. Received: steps={steps}"
-        raise InvalidArgumentError(msg)
-    rates = [min_lr * (max_lr / min_lr) ** (i / (steps - 1)) for i in range(steps)]
+    rates = _sweep_rates(min_lr, max_lr, steps)
+    min_lr, steps = rates[0], len(rates)
     schedule = keras.optimizers.schedules.ExponentialDecay(
-        min_lr, decay_steps=steps - 1, decay_rate=max_lr / min_lr
+        min_lr, decay_steps=steps - 1, decay_rate=rates[-1] / min_lr
     )
     saved = [variable.numpy() for variable in model.variables]
     sweep = _Sweep(rates)
@@ -240,3 +245,64 @@ def find_learning_rate(
         suggestion=suggest_learning_rate(tried, sweep.losses, planned_steps=steps),
         stopped_early=sweep.diverged and len(sweep.losses) < steps,
     )
+
+
+def _sweep_rates(min_lr: object, max_lr: object, steps: object) -> list[float]:
+    # Checked before any work: the rates of the sweep's steps.
+    low = _validation.positive_float("min_lr", min_lr)
+    high = _validation.positive_float("max_lr", max_lr)
+    if low >= high:
+        msg = f"min_lr must be below max_lr. Received: min_lr={min_lr!r}, max_lr={max_lr!r}"
+        raise InvalidArgumentError(msg)
+    count = _validation.positive_int("steps", steps)
+    if count < _MIN_STEPS:
+        msg = f"steps must be at least {_MIN_STEPS} for a useful sweep. Received: steps={steps!r}"
+        raise InvalidArgumentError(msg)
+    return [low * (high / low) ** (i / (count - 1)) for i in range(count)]
+
+
+def sweep_classifier(
+    clf: TransferClassifier,
+    data: _inputs.LabeledData,
+    *,
+    stage: Stage = "head",
+    min_lr: float = 1e-7,
+    max_lr: float = 10.0,
+    steps: int = 100,
+    batch_size: int = 32,
+) -> LearningRateFinderResult:
+    """Sweeps the learning rate of one of a classifier's stages; changes nothing.
+
+    What :meth:`transferkit.TransferClassifier.find_learning_rate` runs; its arguments are
+    documented there.
+    """
+    _validation.choice("stage", stage, ("head", "fine_tune"))
+    _sweep_rates(min_lr, max_lr, steps)
+    batch_size = _validation.positive_int("batch_size", batch_size)
+    if stage == "fine_tune" and clf.unfrozen_from is None:
+        msg = (
+            "A fine_tune sweep trains the unfrozen backbone, but it is all frozen. Call "
+            "clf.unfreeze(from_layer=...) first, or sweep stage='head'. Received: stage='fine_tune'"
+        )
+        raise NotUnfrozenError(msg)
+    _training.check_strategy_can_train(clf.strategy)
+    train = _stages.labeled_data(clf, data, batch_size, shuffle=True, name="data")
+    sweep = {"loss": _stages.loss(clf), "min_lr": min_lr, "max_lr": max_lr, "steps": steps}
+    scope = clf.strategy.scope() if clf.strategy is not None else contextlib.nullcontext()
+    if stage == "fine_tune":
+        with scope:
+            return find_learning_rate(
+                clf.model, train, make_optimizer=keras.optimizers.RMSprop, **sweep
+            )
+    augment = any(layer.name == "augmentation" for layer in clf.model.layers)
+    with (
+        scope,
+        _features.cache_features(
+            clf.model, clf.backbone, train, None, views=1, augment=augment
+        ) as cached,
+    ):
+        epochs = -(-steps // cached.train.steps)  # each reshuffled, as in fit_head
+        features = cached.train.dataset(epochs=epochs)
+        return find_learning_rate(
+            cached.head, features, make_optimizer=keras.optimizers.Adam, **sweep
+        )
