@@ -399,7 +399,6 @@ def _checkpoint_settings(
         "epochs": options.epochs,
         "batch_size": options.batch_size,
         "early_stopping": options.early_stopping,
-        "learning_rate": options.learning_rate,
         "schedule": options.schedule,
         "layer_decay": options.layer_decay,
         **{f"classifier.{key}": value for key, value in clf.config.to_dict().items()},
