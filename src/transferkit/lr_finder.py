@@ -233,7 +233,14 @@ def find_learning_rate(
         wrapper = _Wrapper(model)
         wrapper.compile(optimizer=make_optimizer(schedule), loss=loss, jit_compile=jit_compile)
         # One batch per epoch: an epoch's logged loss is then that batch's loss alone.
-        wrapper.fit(data.repeat(), epochs=steps, steps_per_epoch=1, callbacks=[sweep], verbose=0)
+        wrapper.fit(
+            data.repeat(),
+            epochs=steps,
+            steps_per_epoch=1,
+            shuffle=False,
+            callbacks=[sweep],
+            verbose=0,
+        )
     tried = rates[: len(sweep.losses)]
     return LearningRateFinderResult(
         learning_rates=tuple(tried),
