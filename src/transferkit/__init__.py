@@ -24,13 +24,14 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load on first use
-    from transferkit import data, interpret, plot
+    from transferkit import data, discriminative, interpret, lr_finder, plot, schedules
     from transferkit._grad_cam import grad_cam, tokens_to_map
     from transferkit._registry import get_backbone, list_backbones, register_backbone
     from transferkit.backbone import Backbone
     from transferkit.classifier import TransferClassifier, load_classifier
     from transferkit.history import TrainingHistory
     from transferkit.interpret import Interpretation
+    from transferkit.lr_finder import LearningRateFinderResult
 
 try:
     __version__ = version("transferkit")
@@ -43,6 +44,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 _LAZY = {
     "Backbone": "transferkit.backbone",
     "Interpretation": "transferkit.interpret",
+    "LearningRateFinderResult": "transferkit.lr_finder",
     "TrainingHistory": "transferkit.history",
     "TransferClassifier": "transferkit.classifier",
     "get_backbone": "transferkit._registry",
@@ -59,11 +61,14 @@ _LAZY = {
             "backbone",
             "classifier",
             "data",
+            "discriminative",
             "errors",
             "export",
             "history",
+            "lr_finder",
             "plot",
             "preprocessing",
+            "schedules",
         )
     },
 }
@@ -71,17 +76,21 @@ _LAZY = {
 __all__ = [
     "Backbone",
     "Interpretation",
+    "LearningRateFinderResult",
     "TrainingHistory",
     "TransferClassifier",
     "__version__",
     "data",
+    "discriminative",
     "get_backbone",
     "grad_cam",
     "interpret",
     "list_backbones",
     "load_classifier",
+    "lr_finder",
     "plot",
     "register_backbone",
+    "schedules",
     "tokens_to_map",
 ]
 
