@@ -643,3 +643,5 @@ def _listing(paths: Sequence[Path], folder: Path | None = None) -> str:
 
 def _extensions() -> str:
     return ", ".join(IMAGE_EXTENSIONS)
+
+from transferkit._csv_data import from_csv, from_dataframe  # noqa: E402, F401  # needs the names above
