@@ -1,7 +1,7 @@
-"""Class weights on an imbalanced transfer task: does ``class_weight="balanced"`` help the rare class?
+"""Class weights on an imbalanced transfer task: does class_weight="balanced" help the rare class?
 
 The task ships offline, built from scikit-learn's bundled handwritten digits
-(``load_digits``: 1,797 images of 8×8 pixels):
+(``load_digits``: 1,797 images of 8x8 pixels):
 
 1. **Pretraining.** A small convolutional backbone (registered here as ``digits_cnn``, a
    plugin-style :class:`transferkit.Backbone`) is trained with plain Keras on digits 0-4,
