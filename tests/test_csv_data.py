@@ -205,7 +205,7 @@ def test_a_file_listed_twice_is_refused(tmp_path):
 def test_labels_outside_class_names_are_refused(tmp_path):
     table = _write_table(tmp_path, _PETS)
 
-    with pytest.raises(DataError, match=r"labels not in class_names: \['bird'\]"):
+    with pytest.raises(DataError, match=r"include \['bird'\], which are not in class_names"):
         data.from_csv(table, tmp_path, image_size=32, class_names=["cat", "dog"])
 
 

@@ -204,16 +204,18 @@ def _backbones(args: argparse.Namespace) -> int:
 def _add_train(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "train",
-        parents=[_image_size_option(), _batch_size_option()],
-        help="train a classifier on a folder of images",
+        parents=[_image_size_option(), _batch_size_option(), _table_options(), _label_options()],
+        help="train a classifier on a folder of images or a CSV table of them",
         description=(
             "Train a classifier on DATA_DIR: a folder with one subfolder of images per class, "
-            "or train/ and validation/ (and test/) folders of them. Stage one trains a new "
-            "head on the frozen backbone; stage two fine-tunes the top of the backbone. The "
-            "model is saved to --output, with its history plot beside it."
+            "or train/ and validation/ (and test/) folders of them; or on --csv, a table of "
+            "image file names and their labels (several per image for a multi-label "
+            "classifier). Stage one trains a new head on the frozen backbone; stage two "
+            "fine-tunes the top of the backbone. The model is saved to --output, with its "
+            "history plot beside it."
         ),
     )
-    parser.add_argument("data_dir", type=Path, help="the folder of images")
+    parser.add_argument("data_dir", type=Path, nargs="?", help="the folder of images")
     parser.add_argument(
         "--backbone", default="mobilenet_v2", help="a backbone name (default: mobilenet_v2)"
     )
@@ -263,9 +265,9 @@ def _train(args: argparse.Namespace) -> int:
     from transferkit import _freezing
     from transferkit._registry import get_backbone
     from transferkit.classifier import TransferClassifier
-    from transferkit.data import from_directory
 
     # Check everything cheap before reading the images, and those before training.
+    _check_data_source(args)
     spec = get_backbone(args.backbone)
     image_size = spec.resolve_image_size(args.image_size)
     weights = None if args.weights == "none" else args.weights
@@ -277,19 +279,23 @@ def _train(args: argparse.Namespace) -> int:
             f"Received: --output={os.fspath(output)!r}"
         )
         raise InvalidArgumentError(msg)
-    data = from_directory(
-        args.data_dir,
-        image_size,
-        args.batch_size,
-        validation_split=args.validation_split,
-        test_split=args.test_split,
-        seed=args.seed,
-    )
+    data = _training_data(args, image_size)
+    multi_label = data.train.element_spec[1].shape.rank == 2  # multi-hot targets
+    if args.tune_thresholds and not multi_label:
+        msg = (
+            "--tune-thresholds is for multi-label classifiers, but every row of the table "
+            "has one label; pass --multi-label too. Received: --tune-thresholds"
+        )
+        raise InvalidArgumentError(msg)
     counts = ", ".join(f"{split} {count}" for split, count in data.counts.items())
     print(f"Images: {counts}; classes: {', '.join(data.class_names)}", flush=True)
 
     clf = TransferClassifier(
-        spec, class_names=data.class_names, image_size=image_size, weights=weights
+        spec,
+        class_names=data.class_names,
+        image_size=image_size,
+        weights=weights,
+        multi_label=multi_label,
     )
     unfreeze_from = (
         _freezing.resolve_layer_index(clf.backbone, args.unfreeze_from)
@@ -299,7 +305,13 @@ def _train(args: argparse.Namespace) -> int:
     # Keras' progress bar on a terminal; one line per epoch in a log file.
     verbose = 1 if sys.stdout.isatty() else 2
     print(f"Stage 1: training the head for {_epochs(args.epochs)}", flush=True)
-    clf.fit_head(data.train, validation_data=data.validation, epochs=args.epochs, verbose=verbose)
+    clf.fit_head(
+        data.train,
+        validation_data=data.validation,
+        epochs=args.epochs,
+        class_weight=args.class_weight,
+        verbose=verbose,
+    )
     if unfreeze_from is not None:
         clf.unfreeze(unfreeze_from)
         print(
@@ -311,23 +323,29 @@ def _train(args: argparse.Namespace) -> int:
             data.train,
             validation_data=data.validation,
             epochs=args.fine_tune_epochs,
+            class_weight=args.class_weight,
             verbose=verbose,
         )
+    thresholds = _tune_thresholds(args, clf, data.validation)
     test = clf.evaluate(data.test) if data.test is not None else None
     clf.save(output)
     plot_path = _history_plot(clf, output)
 
     summary = [
         ("backbone", f"{spec.name}, {image_size[0]}x{image_size[1]}, weights {args.weights}"),
-        ("classes", ", ".join(data.class_names)),
+        ("classes", ", ".join(data.class_names) + (" (multi-label)" if multi_label else "")),
         ("images", counts),
     ]
+    if args.class_weight is not None:
+        summary.append(("class weight", str(args.class_weight)))
     stages: tuple[tuple[Stage, str], ...] = (("head", "head"), ("fine_tune", "fine-tuning"))
     for stage, label in stages:
         if stage in clf.history.stages:
             summary.append((label, _last_epoch(clf, stage)))
+    if thresholds is not None:
+        summary.append(("thresholds", thresholds))
     if test is not None:
-        summary.append(("test", f"accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}"))
+        summary.append(("test", ", ".join(f"{k} {v:.4f}" for k, v in sorted(test.items()))))
     summary.append(("model", os.fspath(output)))
     summary.append(("history plot", plot_path))
     print("\nSummary")
@@ -364,6 +382,148 @@ def _history_plot(clf: TransferClassifier, output: Path) -> str:
     return os.fspath(target)
 
 
+# ---------------------------------------------------------------------- tables and labels
+# CSV tables of labeled images, multi-label classifiers and class weights, for `train`
+# (and the table options for `evaluate`).
+
+
+@functools.cache
+def _table_options() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("a CSV table of images instead of DATA_DIR")
+    group.add_argument(
+        "--csv",
+        type=Path,
+        help="a CSV file with a column of image file names and one of their labels, "
+        "separated by spaces (several labels make a multi-label table)",
+    )
+    group.add_argument(
+        "--images",
+        type=Path,
+        help="the folder the CSV's file names are relative to (default: the CSV's folder)",
+    )
+    group.add_argument(
+        "--filename-column", default="filename", help="(default: filename)", metavar="NAME"
+    )
+    group.add_argument("--label-column", default="labels", help="(default: labels)", metavar="NAME")
+    group.add_argument(
+        "--label-delimiter", default=" ", help="what separates labels (default: a space)"
+    )
+    return parser
+
+
+@functools.cache
+def _label_options() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("labels")
+    group.add_argument(
+        "--multi-label",
+        action="store_true",
+        help="train a multi-label classifier (an independent yes/no per class); implied "
+        "when a CSV row has several labels",
+    )
+    group.add_argument(
+        "--class-weight",
+        type=_class_weight,
+        help="'balanced' (each class weighs the inverse of its frequency) or "
+        "NAME=WEIGHT,... (other classes weigh 1) (default: no weights)",
+    )
+    group.add_argument(
+        "--tune-thresholds",
+        action="store_true",
+        help="multi-label: pick each class's threshold for the best F1 score on the "
+        "validation images (default: 0.5 for every class)",
+    )
+    return parser
+
+
+def _check_data_source(args: argparse.Namespace) -> None:
+    """Refuses contradictory data options before anything is loaded."""
+    if (args.data_dir is None) == (args.csv is None):
+        msg = (
+            "Pass either DATA_DIR (a folder of class folders) or --csv (a table of images "
+            f"and labels). Received: DATA_DIR={_shown(args.data_dir)}, --csv={_shown(args.csv)}"
+        )
+        raise InvalidArgumentError(msg)
+    if args.images is not None and args.csv is None:
+        msg = (
+            "--images is the folder of a --csv table's images; with DATA_DIR, leave it out. "
+            f"Received: --images={_shown(args.images)}"
+        )
+        raise InvalidArgumentError(msg)
+    if getattr(args, "multi_label", False) and args.csv is None:
+        msg = (
+            "--multi-label needs --csv: a folder of class folders gives one class per image. "
+            f"Received: DATA_DIR={_shown(args.data_dir)}"
+        )
+        raise InvalidArgumentError(msg)
+    if getattr(args, "tune_thresholds", False) and (args.csv is None or not args.validation_split):
+        msg = (
+            "--tune-thresholds picks thresholds on validation images of a multi-label --csv "
+            "table: pass --csv and --validation-split. "
+            f"Received: --csv={_shown(args.csv)}, --validation-split={args.validation_split}"
+        )
+        raise InvalidArgumentError(msg)
+
+
+def _shown(path: Path | None) -> str:
+    return "None" if path is None else repr(os.fspath(path))
+
+
+def _training_data(args: argparse.Namespace, image_size: tuple[int, int]) -> Any:
+    from transferkit import data
+
+    if args.csv is None:
+        return data.from_directory(
+            args.data_dir,
+            image_size,
+            args.batch_size,
+            validation_split=args.validation_split,
+            test_split=args.test_split,
+            seed=args.seed,
+        )
+    return data.from_csv(
+        args.csv,
+        args.images if args.images is not None else args.csv.parent,
+        image_size=image_size,
+        filename_column=args.filename_column,
+        label_column=args.label_column,
+        label_delimiter=args.label_delimiter,
+        validation_split=args.validation_split,
+        test_split=args.test_split,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        multi_label=True if args.multi_label else None,
+    )
+
+
+def _tune_thresholds(
+    args: argparse.Namespace, clf: TransferClassifier, validation: Any
+) -> str | None:
+    if not args.tune_thresholds:
+        return None
+    thresholds = clf.tune_thresholds(validation, batch_size=args.batch_size)
+    return ", ".join(
+        f"{name} {value:.3f}" for name, value in zip(clf.class_names or [], thresholds, strict=True)
+    )
+
+
+def _class_weight(text: str) -> str | dict[str, float]:
+    if text == "balanced":
+        return text
+    weights: dict[str, float] = {}
+    try:
+        for pair in text.split(","):
+            name, _, value = pair.partition("=")
+            if not name.strip() or name.strip() in weights:
+                raise ValueError(name)
+            weights[name.strip()] = _validation.positive_float("weight", float(value))
+    except ValueError:
+        msg = f"must be 'balanced' or NAME=WEIGHT pairs such as cat=1,dog=4, not {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    return weights
+
+
 # ---------------------------------------------------------------------- predict
 
 
@@ -382,7 +542,8 @@ def _add_predict(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--top-k",
         type=_positive_int,
-        help=f"classes to show per image, most probable first (default: up to {_MAX_TOP_K})",
+        help=f"classes to show per image, most probable first (default: up to {_MAX_TOP_K}); "
+        "a multi-label model shows every class above its threshold instead",
     )
     return parser
 
@@ -403,6 +564,8 @@ def _predict(args: argparse.Namespace) -> int:
     check_images(files)  # every file, before any prediction is printed
     clf = load_classifier(args.model)
     names = clf.class_names or [str(i) for i in range(clf.num_classes)]
+    if clf.multi_label:
+        return _predict_multi_label(args, clf, files, names)
     top_k = args.top_k if args.top_k is not None else min(_MAX_TOP_K, clf.num_classes)
     if top_k > clf.num_classes:
         msg = (
@@ -436,28 +599,80 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_multi_label(
+    args: argparse.Namespace, clf: TransferClassifier, files: list[Path], names: list[str]
+) -> int:
+    from transferkit.data import load_images
+
+    if args.top_k is not None:
+        msg = (
+            "--top-k ranks the classes of a single-label model; a multi-label model shows "
+            f"every class above its threshold. Received: --top-k={args.top_k}"
+        )
+        raise InvalidArgumentError(msg)
+    results = []
+    for start in range(0, len(files), _PREDICT_CHUNK):
+        chunk = files[start : start + _PREDICT_CHUNK]
+        probabilities = clf.predict(load_images(chunk, clf.image_size), batch_size=args.batch_size)
+        for file, row in zip(chunk, probabilities, strict=True):
+            above = [k for k in range(len(names)) if row[k] >= clf.thresholds[k]]
+            if args.json:
+                results.append(
+                    {
+                        "path": os.fspath(file),
+                        "labels": [names[k] for k in above],
+                        "probabilities": {
+                            name: float(p) for name, p in zip(names, row, strict=True)
+                        },
+                    }
+                )
+            else:
+                shown = "  ".join(f"{names[k]} {row[k]:.3f}" for k in above) or "(no label)"
+                print(f"{os.fspath(file)}  {shown}", flush=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
 # ---------------------------------------------------------------------- evaluate
 
 
 def _add_evaluate(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "evaluate",
-        parents=[_model_option(), _batch_size_option()],
-        help="measure loss and accuracy on a folder of images",
+        parents=[_model_option(), _batch_size_option(), _table_options()],
+        help="measure loss and accuracy on a folder of images or a CSV table of them",
         description=(
-            "Measure a saved model's loss and accuracy on DATA_DIR, a folder with one "
-            "subfolder of images per class; the classes must be the model's."
+            "Measure a saved model's loss and metrics on DATA_DIR, a folder with one "
+            "subfolder of images per class, or on --csv, a table of images and labels; the "
+            "classes must be the model's."
         ),
     )
-    parser.add_argument("data_dir", type=Path, help="the folder of class subfolders")
+    parser.add_argument("data_dir", type=Path, nargs="?", help="the folder of class subfolders")
     return parser
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from transferkit.classifier import load_classifier
 
+    _check_data_source(args)
     clf = load_classifier(args.model)
-    results = clf.evaluate(args.data_dir, batch_size=args.batch_size)
+    data = args.data_dir
+    if args.csv is not None:
+        from transferkit.data import from_csv
+
+        data = from_csv(
+            args.csv,
+            args.images if args.images is not None else args.csv.parent,
+            image_size=clf.image_size,
+            filename_column=args.filename_column,
+            label_column=args.label_column,
+            label_delimiter=args.label_delimiter,
+            batch_size=args.batch_size,
+            class_names=clf.class_names,
+            multi_label=clf.multi_label,
+        ).train
+    results = clf.evaluate(data, batch_size=args.batch_size)
     print("  ".join(f"{name} {value:.4f}" for name, value in sorted(results.items())))
     return 0
 
