@@ -610,12 +610,13 @@ def _predict_multi_label(
             f"every class above its threshold. Received: --top-k={args.top_k}"
         )
         raise InvalidArgumentError(msg)
+    thresholds = clf.thresholds or ()
     results = []
     for start in range(0, len(files), _PREDICT_CHUNK):
         chunk = files[start : start + _PREDICT_CHUNK]
         probabilities = clf.predict(load_images(chunk, clf.image_size), batch_size=args.batch_size)
         for file, row in zip(chunk, probabilities, strict=True):
-            above = [k for k in range(len(names)) if row[k] >= clf.thresholds[k]]
+            above = [k for k in range(len(names)) if row[k] >= thresholds[k]]
             if args.json:
                 results.append(
                     {
