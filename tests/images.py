@@ -101,7 +101,7 @@ def composed_pixels(left: str, right: str, rng: np.random.Generator, half: int =
     """Two objects side by side: a ``half`` x ``2 * half`` image, one colored square per half."""
     image = rng.integers(0, 50, (half, 2 * half, 3)).astype(np.uint8)
     for offset, name in ((0, left), (half, right)):
-        side = int(rng.integers(half // 2, half - 1))
+        side = int(rng.integers(half - 4, half + 1))
         top, start = rng.integers(0, half - side + 1, 2)
         image[top : top + side, offset + start : offset + start + side] = OBJECT_COLORS[name]
     return image

@@ -25,16 +25,20 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit import (
+    _class_weights,
     _features,
     _freezing,
     _graph,
     _inputs,
+    _multi_label,
     _persistence,
     _stages,
     _training,
     _validation,
 )
+from transferkit._class_weights import ClassWeight
 from transferkit._config import ClassifierConfig, DtypePolicy
+from transferkit._multi_label import ThresholdMetric
 from transferkit._registry import get_backbone
 from transferkit._stages import JitCompile, Verbose
 from transferkit.augmentation import Augmentation, build_augmentation
@@ -79,6 +83,10 @@ class TransferClassifier:
             compute in the half type and keep float32 variables; the dense logits stay
             float32 for a stable loss. Keras' global policy is only changed while the model
             is built. Defaults to None.
+        multi_label: bool. Whether an image may have several classes: one sigmoid logit
+            per class, binary cross-entropy, multi-hot targets (as
+            :func:`transferkit.data.from_csv` gives them), independent per-class
+            probabilities and per-class :attr:`thresholds`. Defaults to False.
 
     Attributes:
         model: the Keras model (raw pixels in, logits out).
@@ -109,6 +117,7 @@ class TransferClassifier:
         dropout: float = 0.2,
         strategy: tf.distribute.Strategy | None = None,
         dtype_policy: DtypePolicy = None,
+        multi_label: bool = False,
     ) -> None:
         # Validate everything before building anything.
         spec = backbone if isinstance(backbone, Backbone) else get_backbone(backbone)
@@ -119,6 +128,7 @@ class TransferClassifier:
             image_size=image_size,
             dropout=dropout,
             dtype_policy=dtype_policy,
+            multi_label=multi_label,
         )
         spec.check_weights(weights, config.image_size)
         if backbone_kwargs is not None and not isinstance(backbone_kwargs, dict):
@@ -152,7 +162,10 @@ class TransferClassifier:
         self._strategy = strategy
         self._head_learning_rate = head_learning_rate
         self._unfrozen_from: int | None = None
-        self._probabilities = _graph.Probabilities(self.is_binary)
+        self._probabilities = _graph.Probabilities(self.is_binary, self.multi_label)
+        self._thresholds = (
+            (_multi_label.DEFAULT_THRESHOLD,) * config.num_classes if config.multi_label else None
+        )
 
     # ------------------------------------------------------------------ properties
 
@@ -179,8 +192,34 @@ class TransferClassifier:
 
     @property
     def is_binary(self) -> bool:
-        """Whether the head is one logit (two classes) rather than one logit per class."""
-        return self.num_classes == 2
+        """Whether the head is one logit (two single-label classes), not one per class."""
+        return self.num_classes == 2 and not self.multi_label
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether each class is an independent yes/no answer (see ``multi_label``)."""
+        return self.config.multi_label
+
+    @property
+    def thresholds(self) -> tuple[float, ...] | None:
+        """A multi-label classifier's per-class probability thresholds (None otherwise).
+
+        :meth:`predict_labels` gives an image every class whose probability reaches the
+        class's threshold. They are 0.5 until :meth:`tune_thresholds` picks them or they
+        are set (one number for every class, or one per class), and are saved with the
+        classifier.
+        """
+        return self._thresholds
+
+    @thresholds.setter
+    def thresholds(self, value: float | Sequence[float]) -> None:
+        if not self.multi_label:
+            msg = (
+                "Only a multi-label classifier has thresholds; a single-label one predicts "
+                f"its most probable class. Received: thresholds={value!r}"
+            )
+            raise InvalidArgumentError(msg)
+        self._thresholds = _multi_label.check_thresholds(value, self.num_classes)
 
     @property
     def unfrozen_from(self) -> int | None:
@@ -248,6 +287,7 @@ class TransferClassifier:
         jit_compile: JitCompile = "auto",
         early_stopping: int | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
+        class_weight: ClassWeight = None,
     ) -> TrainingHistory:
         """Trains the head on the frozen backbone (stage one of the recipe).
 
@@ -308,6 +348,13 @@ class TransferClassifier:
                 before the interrupted call): a run that had finished is restored without
                 training, and the interrupted one resumes after its last saved epoch, with
                 the same global epoch numbers. Use a new folder to train from scratch.
+            class_weight: None, ``"balanced"`` or a dict from class name (or index) to
+                weight. ``"balanced"`` weighs an image of class ``c`` by
+                ``n / (k * count[c])`` (scikit-learn's rule), counted on the training
+                labels; a dict leaves unnamed classes at 1. Multi-label weights are per
+                label (see the imbalanced-data guide). Applied in the loss, so on cached
+                features too; the validation loss is weighted the same way. Defaults to
+                None.
 
         Returns:
             :attr:`history`, with this stage's epochs appended.
@@ -332,6 +379,7 @@ class TransferClassifier:
             jit_compile=jit_compile,
             early_stopping=early_stopping,
             checkpoint_dir=checkpoint_dir,
+            class_weight=class_weight,
         )
         cache = _stages.CacheOptions.create(
             cache_features=cache_features,
@@ -366,6 +414,7 @@ class TransferClassifier:
         jit_compile: JitCompile = "auto",
         early_stopping: int | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
+        class_weight: ClassWeight = None,
     ) -> TrainingHistory:
         """Fine-tunes the unfrozen top of the backbone together with the head (stage two).
 
@@ -388,6 +437,7 @@ class TransferClassifier:
             early_stopping: as for :meth:`fit_head`.
             checkpoint_dir: as for :meth:`fit_head`; the folder may be the one the head
                 stage used.
+            class_weight: as for :meth:`fit_head`.
 
         Returns:
             :attr:`history`, with this stage's epochs appended.
@@ -414,6 +464,7 @@ class TransferClassifier:
             jit_compile=jit_compile,
             early_stopping=early_stopping,
             checkpoint_dir=checkpoint_dir,
+            class_weight=class_weight,
         )
         if "head" not in self.history.stages:
             warnings.warn(
@@ -449,7 +500,8 @@ class TransferClassifier:
             verbose: Keras' progress output. Defaults to 0 (silent).
 
         Returns:
-            A float32 array of shape ``(n, num_classes)`` whose rows sum to 1.
+            A float32 array of shape ``(n, num_classes)`` whose rows sum to 1; for a
+            multi-label classifier, each class's own probability (rows need not sum to 1).
         """
         batch_size = _validation.positive_int("batch_size", batch_size)
         inputs = _inputs.as_image_input(images, image_size=self.image_size, batch_size=batch_size)
@@ -458,19 +510,75 @@ class TransferClassifier:
 
     def predict_labels(
         self, images: _inputs.Images, *, batch_size: int = 32
-    ) -> list[str] | list[int]:
-        """The most probable class of each image.
+    ) -> list[str] | list[int] | list[list[str]] | list[list[int]]:
+        """The most probable class of each image; for multi-label, every class above threshold.
 
         Args:
             images: as for :meth:`predict`.
             batch_size: int. Batch size for arrays. Defaults to 32.
 
         Returns:
-            Class names when the classifier has them, class indices otherwise.
+            Class names when the classifier has them, class indices otherwise; for a
+            multi-label classifier, a list of them per image: the classes whose probability
+            reaches their :attr:`thresholds`, in class order (possibly none).
         """
+        if self._thresholds is not None:
+            probabilities = self.predict(images, batch_size=batch_size)
+            return _multi_label.labels_above(probabilities, self._thresholds, self.class_names)
         indices = [int(i) for i in np.argmax(self.predict(images, batch_size=batch_size), -1)]
         names = self.class_names
         return indices if names is None else [names[i] for i in indices]
+
+    def tune_thresholds(
+        self,
+        validation_data: _inputs.LabeledData,
+        *,
+        metric: ThresholdMetric = "f1",
+        batch_size: int = 32,
+    ) -> tuple[float, ...]:
+        """Picks each class's threshold on labeled data, and sets :attr:`thresholds`.
+
+        For each class, every cut of the images' sorted probabilities is tried and the
+        threshold is set halfway between the two probabilities of the best cut (the one
+        nearest 0.5 among equally good ones). A class that no image (or every image) has
+        keeps 0.5, with a warning. Tune on validation data, not on the training data.
+
+        Args:
+            validation_data: multi-label data, in any form :meth:`fit_head` takes.
+            metric: ``"f1"`` (each class's F1 score) or ``"accuracy"`` (its yes/no
+                accuracy). Defaults to ``"f1"``.
+            batch_size: int. Batch size for arrays. Defaults to 32.
+
+        Returns:
+            The new thresholds, one per class.
+
+        Raises:
+            InvalidArgumentError: the classifier is not multi-label, or an argument is
+                invalid.
+        """
+        _validation.choice("metric", metric, ("f1", "accuracy"))
+        batch_size = _validation.positive_int("batch_size", batch_size)
+        if not self.multi_label:
+            msg = (
+                "tune_thresholds() is for multi-label classifiers; a single-label one "
+                "predicts its most probable class. Build it with multi_label=True."
+            )
+            raise InvalidArgumentError(msg)
+        dataset = _stages.labeled_data(
+            self, validation_data, batch_size, shuffle=False, name="validation_data"
+        )
+        probabilities, targets = [], []
+        for images, labels, *_ in dataset:  # one pass: probabilities stay with their targets
+            logits = self.model.predict_on_batch(images)
+            probabilities.append(keras.ops.convert_to_numpy(self._probabilities(logits)))
+            targets.append(np.asarray(labels))
+        self._thresholds = _multi_label.tune_thresholds(
+            np.concatenate(probabilities),
+            np.concatenate(targets),
+            metric=metric,
+            class_names=self.class_names,
+        )
+        return self._thresholds
 
     def evaluate(
         self, data: _inputs.LabeledData, *, batch_size: int = 32, verbose: Verbose = 0
@@ -483,7 +591,9 @@ class TransferClassifier:
             verbose: Keras' progress output. Defaults to 0 (silent).
 
         Returns:
-            ``{"loss": ..., "accuracy": ...}``.
+            ``{"loss": ..., "accuracy": ...}``; for a multi-label classifier
+            ``{"loss", "binary_accuracy", "macro_f1", "auc"}``. The loss is never weighted
+            by the ``class_weight`` of training.
 
         Raises:
             UnsupportedStrategyError: the strategy is a MultiWorkerMirroredStrategy over
@@ -492,8 +602,10 @@ class TransferClassifier:
         batch_size = _validation.positive_int("batch_size", batch_size)
         _training.check_strategy_can_train(self._strategy)
         dataset = _stages.labeled_data(self, data, batch_size, shuffle=False, name="data")
-        if not self.model.compiled:
-            _stages.compile_model(self)
+        if not self.model.compiled or isinstance(
+            self.model.loss, _class_weights.ClassWeightedCrossentropy
+        ):
+            _stages.compile_model(self, self.model.optimizer)
         results = self.model.evaluate(dataset, verbose=verbose, return_dict=True)
         return {name: float(value) for name, value in results.items()}
 
@@ -585,6 +697,8 @@ def load_classifier(
         TrainingHistory.from_dict(metadata["history"]),
         float(metadata["head_learning_rate"]),
     )
+    if metadata.get("thresholds") is not None:
+        classifier.thresholds = metadata["thresholds"]
     if metadata["unfrozen_from"] is None:
         classifier.freeze()
     else:
