@@ -24,6 +24,7 @@ __all__ = [
     "check_thresholds",
     "labels_above",
     "metrics",
+    "probabilities_and_targets",
     "tune_thresholds",
 ]
 
@@ -167,6 +168,22 @@ def _best_cut(scores: np.ndarray, truth: np.ndarray, metric: str) -> float:
     candidates = (above + below) / 2
     best = np.flatnonzero(value >= value.max() - 1e-12)
     return float(candidates[best[np.argmin(np.abs(candidates[best] - DEFAULT_THRESHOLD))]])
+
+
+def probabilities_and_targets(
+    model: keras.Model, probabilities: keras.layers.Layer, dataset: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """A model's probabilities and the targets of labeled batches, in one pass over them.
+
+    One pass keeps each image's probabilities with its own targets, whatever the dataset's
+    order (a dataset that reshuffles would pair them wrongly over two passes).
+    """
+    predicted, targets = [], []
+    for images, labels, *_ in dataset:
+        logits = model.predict_on_batch(images)
+        predicted.append(keras.ops.convert_to_numpy(probabilities(logits)))
+        targets.append(np.asarray(labels))
+    return np.concatenate(predicted), np.concatenate(targets)
 
 
 def check_multi_hot(targets: np.ndarray, num_classes: int, name: str) -> None:

@@ -567,16 +567,11 @@ class TransferClassifier:
         dataset = _stages.labeled_data(
             self, validation_data, batch_size, shuffle=False, name="validation_data"
         )
-        probabilities, targets = [], []
-        for images, labels, *_ in dataset:  # one pass: probabilities stay with their targets
-            logits = self.model.predict_on_batch(images)
-            probabilities.append(keras.ops.convert_to_numpy(self._probabilities(logits)))
-            targets.append(np.asarray(labels))
+        probabilities, targets = _multi_label.probabilities_and_targets(
+            self.model, self._probabilities, dataset
+        )
         self._thresholds = _multi_label.tune_thresholds(
-            np.concatenate(probabilities),
-            np.concatenate(targets),
-            metric=metric,
-            class_names=self.class_names,
+            probabilities, targets, metric=metric, class_names=self.class_names
         )
         return self._thresholds
 
