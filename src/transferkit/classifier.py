@@ -600,7 +600,8 @@ class TransferClassifier:
         if not self.model.compiled or isinstance(
             self.model.loss, _class_weights.ClassWeightedCrossentropy
         ):
-            _stages.compile_model(self, self.model.optimizer)
+            # Keep the optimizer of a compiled model (and its state) for later training.
+            _stages.compile_model(self, getattr(self.model, "optimizer", None))
         results = self.model.evaluate(dataset, verbose=verbose, return_dict=True)
         return {name: float(value) for name, value in results.items()}
 

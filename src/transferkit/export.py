@@ -65,8 +65,8 @@ SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "images"
 #: The name of the signature's output (probabilities of shape ``(batch, num_classes)``).
 OUTPUT_NAME = "probabilities"
-#: Multi-label classifiers only: the name of a second output, booleans of shape
-#: ``(batch, num_classes)`` that say which probabilities reach the classifier's thresholds.
+#: The name of the second output that multi-label classifiers have (booleans of shape
+#: ``(batch, num_classes)`` that say which probabilities reach the classifier's thresholds).
 LABELS_NAME = "labels"
 
 _FORMATS = ("saved_model", "tflite")
