@@ -180,7 +180,7 @@ def probabilities_and_targets(
     """
     predicted, targets = [], []
     for images, labels, *_ in dataset:
-        logits = model.predict_on_batch(images)
+        logits = model(images, training=False)  # eager: no retracing for a short last batch
         predicted.append(keras.ops.convert_to_numpy(probabilities(logits)))
         targets.append(np.asarray(labels))
     return np.concatenate(predicted), np.concatenate(targets)
