@@ -35,18 +35,31 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-# Public name -> the module that defines it. A name that is its module's own name
-# (data, plot) is the submodule itself.
+# Public name -> the module that defines it. A name that is its module's own name is the
+# submodule itself: every public submodule is reachable as an attribute (tk.errors, ...),
+# as it was when this file imported them all.
 _LAZY = {
     "Backbone": "transferkit.backbone",
     "TrainingHistory": "transferkit.history",
     "TransferClassifier": "transferkit.classifier",
-    "data": "transferkit.data",
     "get_backbone": "transferkit._registry",
     "list_backbones": "transferkit._registry",
     "load_classifier": "transferkit.classifier",
-    "plot": "transferkit.plot",
     "register_backbone": "transferkit._registry",
+    **{
+        name: f"transferkit.{name}"
+        for name in (
+            "augmentation",
+            "backbone",
+            "classifier",
+            "data",
+            "errors",
+            "export",
+            "history",
+            "plot",
+            "preprocessing",
+        )
+    },
 }
 
 __all__ = [

@@ -26,7 +26,8 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ from transferkit.errors import (
     InvalidArgumentError,
     MissingDependencyError,
     TransferkitError,
+    TransferkitWarning,
 )
 
 if TYPE_CHECKING:
@@ -271,7 +273,9 @@ def _train(args: argparse.Namespace) -> int:
     spec = get_backbone(args.backbone)
     image_size = spec.resolve_image_size(args.image_size)
     weights = None if args.weights == "none" else args.weights
-    spec.check_weights(weights, image_size)
+    with warnings.catch_warnings():  # building warns again, where it matters
+        warnings.simplefilter("ignore", TransferkitWarning)
+        spec.check_weights(weights, image_size)
     output: Path = args.output
     if output.suffix != ".keras" or not output.parent.is_dir():
         msg = (
@@ -482,18 +486,28 @@ def _training_data(args: argparse.Namespace, image_size: tuple[int, int]) -> Any
             test_split=args.test_split,
             seed=args.seed,
         )
-    return data.from_csv(
+    return _read_table(
+        args,
+        image_size,
+        validation_split=args.validation_split,
+        test_split=args.test_split,
+        seed=args.seed,
+        multi_label=True if args.multi_label else None,
+    )
+
+
+def _read_table(args: argparse.Namespace, image_size: tuple[int, int], **options: Any) -> Any:
+    from transferkit.data import from_csv
+
+    return from_csv(
         args.csv,
         args.images if args.images is not None else args.csv.parent,
         image_size=image_size,
         filename_column=args.filename_column,
         label_column=args.label_column,
         label_delimiter=args.label_delimiter,
-        validation_split=args.validation_split,
-        test_split=args.test_split,
         batch_size=args.batch_size,
-        seed=args.seed,
-        multi_label=True if args.multi_label else None,
+        **options,
     )
 
 
@@ -552,7 +566,7 @@ def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from transferkit.classifier import load_classifier
-    from transferkit.data import check_images, list_images, load_images
+    from transferkit.data import check_images, list_images
 
     files: list[Path] = []
     for path in args.images:
@@ -575,35 +589,38 @@ def _predict(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(msg)
 
     results = []
-    for start in range(0, len(files), _PREDICT_CHUNK):
-        chunk = files[start : start + _PREDICT_CHUNK]
-        probabilities = clf.predict(load_images(chunk, clf.image_size), batch_size=args.batch_size)
-        for file, row in zip(chunk, probabilities, strict=True):
-            best = np.argsort(-row, kind="stable")[:top_k]
-            ranked = [(names[i], float(row[i])) for i in best]
-            if args.json:
-                results.append(
-                    {
-                        "path": os.fspath(file),
-                        "class_name": ranked[0][0],
-                        "predictions": [
-                            {"class_name": name, "probability": p} for name, p in ranked
-                        ],
-                    }
-                )
-            else:
-                shown = "  ".join(f"{name} {p:.3f}" for name, p in ranked)
-                print(f"{os.fspath(file)}  {shown}", flush=True)
+    for file, row in _predicted(clf, files, args.batch_size):
+        best = np.argsort(-row, kind="stable")[:top_k]
+        ranked = [(names[i], float(row[i])) for i in best]
+        if args.json:
+            results.append(
+                {
+                    "path": os.fspath(file),
+                    "class_name": ranked[0][0],
+                    "predictions": [{"class_name": name, "probability": p} for name, p in ranked],
+                }
+            )
+        else:
+            shown = "  ".join(f"{name} {p:.3f}" for name, p in ranked)
+            print(f"{os.fspath(file)}  {shown}", flush=True)
     if args.json:
         print(json.dumps(results, indent=2))
     return 0
 
 
+def _predicted(clf: TransferClassifier, files: list[Path], batch_size: int) -> Iterator[Any]:
+    """Each file with its probabilities, decoding a chunk of files at a time."""
+    from transferkit.data import load_images
+
+    for start in range(0, len(files), _PREDICT_CHUNK):
+        chunk = files[start : start + _PREDICT_CHUNK]
+        probabilities = clf.predict(load_images(chunk, clf.image_size), batch_size=batch_size)
+        yield from zip(chunk, probabilities, strict=True)
+
+
 def _predict_multi_label(
     args: argparse.Namespace, clf: TransferClassifier, files: list[Path], names: list[str]
 ) -> int:
-    from transferkit.data import load_images
-
     if args.top_k is not None:
         msg = (
             "--top-k ranks the classes of a single-label model; a multi-label model shows "
@@ -612,24 +629,19 @@ def _predict_multi_label(
         raise InvalidArgumentError(msg)
     thresholds = clf.thresholds or ()
     results = []
-    for start in range(0, len(files), _PREDICT_CHUNK):
-        chunk = files[start : start + _PREDICT_CHUNK]
-        probabilities = clf.predict(load_images(chunk, clf.image_size), batch_size=args.batch_size)
-        for file, row in zip(chunk, probabilities, strict=True):
-            above = [k for k in range(len(names)) if row[k] >= thresholds[k]]
-            if args.json:
-                results.append(
-                    {
-                        "path": os.fspath(file),
-                        "labels": [names[k] for k in above],
-                        "probabilities": {
-                            name: float(p) for name, p in zip(names, row, strict=True)
-                        },
-                    }
-                )
-            else:
-                shown = "  ".join(f"{names[k]} {row[k]:.3f}" for k in above) or "(no label)"
-                print(f"{os.fspath(file)}  {shown}", flush=True)
+    for file, row in _predicted(clf, files, args.batch_size):
+        above = [k for k in range(len(names)) if row[k] >= thresholds[k]]
+        if args.json:
+            results.append(
+                {
+                    "path": os.fspath(file),
+                    "labels": [names[k] for k in above],
+                    "probabilities": {name: float(p) for name, p in zip(names, row, strict=True)},
+                }
+            )
+        else:
+            shown = "  ".join(f"{names[k]} {row[k]:.3f}" for k in above) or "(no label)"
+            print(f"{os.fspath(file)}  {shown}", flush=True)
     if args.json:
         print(json.dumps(results, indent=2))
     return 0
@@ -660,19 +672,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     clf = load_classifier(args.model)
     data = args.data_dir
     if args.csv is not None:
-        from transferkit.data import from_csv
-
-        data = from_csv(
-            args.csv,
-            args.images if args.images is not None else args.csv.parent,
-            image_size=clf.image_size,
-            filename_column=args.filename_column,
-            label_column=args.label_column,
-            label_delimiter=args.label_delimiter,
-            batch_size=args.batch_size,
-            class_names=clf.class_names,
-            multi_label=clf.multi_label,
-        ).train
+        table = _read_table(
+            args, clf.image_size, class_names=clf.class_names, multi_label=clf.multi_label
+        )
+        data = table.train
     results = clf.evaluate(data, batch_size=args.batch_size)
     print("  ".join(f"{name} {value:.4f}" for name, value in sorted(results.items())))
     return 0

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit import _validation
-from transferkit.data import DirectoryData, PathLike, check_images
+from transferkit.data import DirectoryData, PathLike, _decode, check_images
 from transferkit.errors import DataError, InvalidArgumentError, MissingDependencyError
 
 __all__ = ["from_csv", "from_dataframe"]
@@ -495,14 +495,8 @@ def _dataset(
     *,
     shuffle: bool,
 ) -> Any:
-    size = settings.size
-
     def load(path: tf.Tensor, target: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        # Keras' own image loading, so CSV and folder datasets hold the same pixels.
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        image = tf.image.resize(image, size, method="bilinear")
-        image.set_shape((size[0], size[1], 3))
-        return image, target
+        return _decode(path, settings.size), target  # the pixels folders give
 
     dataset = tf.data.Dataset.from_tensor_slices((paths, targets))
     if shuffle:
@@ -510,6 +504,7 @@ def _dataset(
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     batched = dataset.batch(settings.batch_size).prefetch(tf.data.AUTOTUNE)
     batched.class_names = list(names)
+    batched.file_paths = [str(p) for p in paths]  # to name a file damaged mid-way
     return batched
 
 

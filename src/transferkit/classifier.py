@@ -505,7 +505,8 @@ class TransferClassifier:
         """
         batch_size = _validation.positive_int("batch_size", batch_size)
         inputs = _inputs.as_image_input(images, image_size=self.image_size, batch_size=batch_size)
-        logits = self.model.predict(inputs, batch_size=batch_size, verbose=verbose)
+        with _inputs.naming_undecodable_files(inputs):
+            logits = self.model.predict(inputs, batch_size=batch_size, verbose=verbose)
         return np.asarray(keras.ops.convert_to_numpy(self._probabilities(logits)), np.float32)
 
     def predict_labels(
@@ -602,7 +603,8 @@ class TransferClassifier:
         ):
             # Keep the optimizer of a compiled model (and its state) for later training.
             _stages.compile_model(self, getattr(self.model, "optimizer", None))
-        results = self.model.evaluate(dataset, verbose=verbose, return_dict=True)
+        with _inputs.naming_undecodable_files(dataset):
+            results = self.model.evaluate(dataset, verbose=verbose, return_dict=True)
         return {name: float(value) for name, value in results.items()}
 
     # ------------------------------------------------------------------ persistence
