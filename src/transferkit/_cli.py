@@ -27,7 +27,7 @@ import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -206,16 +206,18 @@ def _backbones(args: argparse.Namespace) -> int:
 def _add_train(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "train",
-        parents=[_image_size_option(), _batch_size_option()],
-        help="train a classifier on a folder of images",
+        parents=[_image_size_option(), _batch_size_option(), _table_options(), _label_options()],
+        help="train a classifier on a folder of images or a CSV table of them",
         description=(
             "Train a classifier on DATA_DIR: a folder with one subfolder of images per class, "
-            "or train/ and validation/ (and test/) folders of them. Stage one trains a new "
-            "head on the frozen backbone; stage two fine-tunes the top of the backbone. The "
-            "model is saved to --output, with its history plot beside it."
+            "or train/ and validation/ (and test/) folders of them; or on --csv, a table of "
+            "image file names and their labels (several per image for a multi-label "
+            "classifier). Stage one trains a new head on the frozen backbone; stage two "
+            "fine-tunes the top of the backbone. The model is saved to --output, with its "
+            "history plot beside it."
         ),
     )
-    parser.add_argument("data_dir", type=Path, help="the folder of images")
+    parser.add_argument("data_dir", type=Path, nargs="?", help="the folder of images")
     parser.add_argument(
         "--backbone", default="mobilenet_v2", help="a backbone name (default: mobilenet_v2)"
     )
@@ -265,9 +267,9 @@ def _train(args: argparse.Namespace) -> int:
     from transferkit import _freezing
     from transferkit._registry import get_backbone
     from transferkit.classifier import TransferClassifier
-    from transferkit.data import from_directory
 
     # Check everything cheap before reading the images, and those before training.
+    _check_data_source(args)
     spec = get_backbone(args.backbone)
     image_size = spec.resolve_image_size(args.image_size)
     weights = None if args.weights == "none" else args.weights
@@ -281,19 +283,23 @@ def _train(args: argparse.Namespace) -> int:
             f"Received: --output={os.fspath(output)!r}"
         )
         raise InvalidArgumentError(msg)
-    data = from_directory(
-        args.data_dir,
-        image_size,
-        args.batch_size,
-        validation_split=args.validation_split,
-        test_split=args.test_split,
-        seed=args.seed,
-    )
+    data = _training_data(args, image_size)
+    multi_label = data.train.element_spec[1].shape.rank == 2  # multi-hot targets
+    if args.tune_thresholds and not multi_label:
+        msg = (
+            "--tune-thresholds is for multi-label classifiers, but every row of the table "
+            "has one label; pass --multi-label too. Received: --tune-thresholds"
+        )
+        raise InvalidArgumentError(msg)
     counts = ", ".join(f"{split} {count}" for split, count in data.counts.items())
     print(f"Images: {counts}; classes: {', '.join(data.class_names)}", flush=True)
 
     clf = TransferClassifier(
-        spec, class_names=data.class_names, image_size=image_size, weights=weights
+        spec,
+        class_names=data.class_names,
+        image_size=image_size,
+        weights=weights,
+        multi_label=multi_label,
     )
     unfreeze_from = (
         _freezing.resolve_layer_index(clf.backbone, args.unfreeze_from)
@@ -303,7 +309,13 @@ def _train(args: argparse.Namespace) -> int:
     # Keras' progress bar on a terminal; one line per epoch in a log file.
     verbose = 1 if sys.stdout.isatty() else 2
     print(f"Stage 1: training the head for {_epochs(args.epochs)}", flush=True)
-    clf.fit_head(data.train, validation_data=data.validation, epochs=args.epochs, verbose=verbose)
+    clf.fit_head(
+        data.train,
+        validation_data=data.validation,
+        epochs=args.epochs,
+        class_weight=args.class_weight,
+        verbose=verbose,
+    )
     if unfreeze_from is not None:
         clf.unfreeze(unfreeze_from)
         print(
@@ -315,23 +327,29 @@ def _train(args: argparse.Namespace) -> int:
             data.train,
             validation_data=data.validation,
             epochs=args.fine_tune_epochs,
+            class_weight=args.class_weight,
             verbose=verbose,
         )
+    thresholds = _tune_thresholds(args, clf, data.validation)
     test = clf.evaluate(data.test) if data.test is not None else None
     clf.save(output)
     plot_path = _history_plot(clf, output)
 
     summary = [
         ("backbone", f"{spec.name}, {image_size[0]}x{image_size[1]}, weights {args.weights}"),
-        ("classes", ", ".join(data.class_names)),
+        ("classes", ", ".join(data.class_names) + (" (multi-label)" if multi_label else "")),
         ("images", counts),
     ]
+    if args.class_weight is not None:
+        summary.append(("class weight", str(args.class_weight)))
     stages: tuple[tuple[Stage, str], ...] = (("head", "head"), ("fine_tune", "fine-tuning"))
     for stage, label in stages:
         if stage in clf.history.stages:
             summary.append((label, _last_epoch(clf, stage)))
+    if thresholds is not None:
+        summary.append(("thresholds", thresholds))
     if test is not None:
-        summary.append(("test", f"accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}"))
+        summary.append(("test", ", ".join(f"{k} {v:.4f}" for k, v in sorted(test.items()))))
     summary.append(("model", os.fspath(output)))
     summary.append(("history plot", plot_path))
     print("\nSummary")
@@ -368,6 +386,158 @@ def _history_plot(clf: TransferClassifier, output: Path) -> str:
     return os.fspath(target)
 
 
+# ---------------------------------------------------------------------- tables and labels
+# CSV tables of labeled images, multi-label classifiers and class weights, for `train`
+# (and the table options for `evaluate`).
+
+
+@functools.cache
+def _table_options() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("a CSV table of images instead of DATA_DIR")
+    group.add_argument(
+        "--csv",
+        type=Path,
+        help="a CSV file with a column of image file names and one of their labels, "
+        "separated by spaces (several labels make a multi-label table)",
+    )
+    group.add_argument(
+        "--images",
+        type=Path,
+        help="the folder the CSV's file names are relative to (default: the CSV's folder)",
+    )
+    group.add_argument(
+        "--filename-column", default="filename", help="(default: filename)", metavar="NAME"
+    )
+    group.add_argument("--label-column", default="labels", help="(default: labels)", metavar="NAME")
+    group.add_argument(
+        "--label-delimiter", default=" ", help="what separates labels (default: a space)"
+    )
+    return parser
+
+
+@functools.cache
+def _label_options() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("labels")
+    group.add_argument(
+        "--multi-label",
+        action="store_true",
+        help="train a multi-label classifier (an independent yes/no per class); implied "
+        "when a CSV row has several labels",
+    )
+    group.add_argument(
+        "--class-weight",
+        type=_class_weight,
+        help="'balanced' (each class weighs the inverse of its frequency) or "
+        "NAME=WEIGHT,... (other classes weigh 1) (default: no weights)",
+    )
+    group.add_argument(
+        "--tune-thresholds",
+        action="store_true",
+        help="multi-label: pick each class's threshold for the best F1 score on the "
+        "validation images (default: 0.5 for every class)",
+    )
+    return parser
+
+
+def _check_data_source(args: argparse.Namespace) -> None:
+    """Refuses contradictory data options before anything is loaded."""
+    if (args.data_dir is None) == (args.csv is None):
+        msg = (
+            "Pass either DATA_DIR (a folder of class folders) or --csv (a table of images "
+            f"and labels). Received: DATA_DIR={_shown(args.data_dir)}, --csv={_shown(args.csv)}"
+        )
+        raise InvalidArgumentError(msg)
+    if args.images is not None and args.csv is None:
+        msg = (
+            "--images is the folder of a --csv table's images; with DATA_DIR, leave it out. "
+            f"Received: --images={_shown(args.images)}"
+        )
+        raise InvalidArgumentError(msg)
+    if getattr(args, "multi_label", False) and args.csv is None:
+        msg = (
+            "--multi-label needs --csv: a folder of class folders gives one class per image. "
+            f"Received: DATA_DIR={_shown(args.data_dir)}"
+        )
+        raise InvalidArgumentError(msg)
+    if getattr(args, "tune_thresholds", False) and (args.csv is None or not args.validation_split):
+        msg = (
+            "--tune-thresholds picks thresholds on validation images of a multi-label --csv "
+            "table: pass --csv and --validation-split. "
+            f"Received: --csv={_shown(args.csv)}, --validation-split={args.validation_split}"
+        )
+        raise InvalidArgumentError(msg)
+
+
+def _shown(path: Path | None) -> str:
+    return "None" if path is None else repr(os.fspath(path))
+
+
+def _training_data(args: argparse.Namespace, image_size: tuple[int, int]) -> Any:
+    from transferkit import data
+
+    if args.csv is None:
+        return data.from_directory(
+            args.data_dir,
+            image_size,
+            args.batch_size,
+            validation_split=args.validation_split,
+            test_split=args.test_split,
+            seed=args.seed,
+        )
+    return _read_table(
+        args,
+        image_size,
+        validation_split=args.validation_split,
+        test_split=args.test_split,
+        seed=args.seed,
+        multi_label=True if args.multi_label else None,
+    )
+
+
+def _read_table(args: argparse.Namespace, image_size: tuple[int, int], **options: Any) -> Any:
+    from transferkit.data import from_csv
+
+    return from_csv(
+        args.csv,
+        args.images if args.images is not None else args.csv.parent,
+        image_size=image_size,
+        filename_column=args.filename_column,
+        label_column=args.label_column,
+        label_delimiter=args.label_delimiter,
+        batch_size=args.batch_size,
+        **options,
+    )
+
+
+def _tune_thresholds(
+    args: argparse.Namespace, clf: TransferClassifier, validation: Any
+) -> str | None:
+    if not args.tune_thresholds:
+        return None
+    thresholds = clf.tune_thresholds(validation, batch_size=args.batch_size)
+    return ", ".join(
+        f"{name} {value:.3f}" for name, value in zip(clf.class_names or [], thresholds, strict=True)
+    )
+
+
+def _class_weight(text: str) -> str | dict[str, float]:
+    if text == "balanced":
+        return text
+    weights: dict[str, float] = {}
+    try:
+        for pair in text.split(","):
+            name, _, value = pair.partition("=")
+            if not name.strip() or name.strip() in weights:
+                raise ValueError(name)
+            weights[name.strip()] = _validation.positive_float("weight", float(value))
+    except ValueError:
+        msg = f"must be 'balanced' or NAME=WEIGHT pairs such as cat=1,dog=4, not {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    return weights
+
+
 # ---------------------------------------------------------------------- predict
 
 
@@ -386,17 +556,16 @@ def _add_predict(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--top-k",
         type=_positive_int,
-        help=f"classes to show per image, most probable first (default: up to {_MAX_TOP_K})",
+        help=f"classes to show per image, most probable first (default: up to {_MAX_TOP_K}); "
+        "a multi-label model shows every class above its threshold instead",
     )
     _cli_reports.add_grad_cam_option(parser)
     return parser
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from transferkit.classifier import load_classifier
-    from transferkit.data import check_images, list_images, load_images
+    from transferkit.data import check_images, list_images
 
     files: list[Path] = []
     for path in args.images:
@@ -410,6 +579,36 @@ def _predict(args: argparse.Namespace) -> int:
         _cli_reports.check_grad_cam_path(args.grad_cam)
     clf = load_classifier(args.model)
     names = clf.class_names or [str(i) for i in range(clf.num_classes)]
+    if clf.multi_label:
+        results = _predict_multi_label(args, clf, files, names)
+    else:
+        results = _predict_single_label(args, clf, files, names)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    if args.grad_cam is not None:
+        _cli_reports.write_grad_cam(clf, files, args.grad_cam, quiet=args.json)
+    return 0
+
+
+def _predicted(
+    clf: TransferClassifier, files: list[Path], args: argparse.Namespace
+) -> Iterator[Any]:
+    """Each file with its probabilities, decoding a chunk of files at a time."""
+    from transferkit.data import load_images
+
+    for start in range(0, len(files), _PREDICT_CHUNK):
+        chunk = files[start : start + _PREDICT_CHUNK]
+        probabilities = clf.predict(
+            load_images(chunk, clf.image_size), batch_size=args.batch_size, tta=args.tta
+        )
+        yield from zip(chunk, probabilities, strict=True)
+
+
+def _predict_single_label(
+    args: argparse.Namespace, clf: TransferClassifier, files: list[Path], names: list[str]
+) -> list[dict[str, Any]]:
+    import numpy as np
+
     top_k = args.top_k if args.top_k is not None else min(_MAX_TOP_K, clf.num_classes)
     if top_k > clf.num_classes:
         msg = (
@@ -417,34 +616,49 @@ def _predict(args: argparse.Namespace) -> int:
             f"Received: --top-k={top_k}"
         )
         raise InvalidArgumentError(msg)
-
     results = []
-    for start in range(0, len(files), _PREDICT_CHUNK):
-        chunk = files[start : start + _PREDICT_CHUNK]
-        probabilities = clf.predict(
-            load_images(chunk, clf.image_size), batch_size=args.batch_size, tta=args.tta
+    for file, row in _predicted(clf, files, args):
+        best = np.argsort(-row, kind="stable")[:top_k]
+        ranked = [(names[i], float(row[i])) for i in best]
+        if args.json:
+            results.append(
+                {
+                    "path": os.fspath(file),
+                    "class_name": ranked[0][0],
+                    "predictions": [{"class_name": name, "probability": p} for name, p in ranked],
+                }
+            )
+        else:
+            shown = "  ".join(f"{name} {p:.3f}" for name, p in ranked)
+            print(f"{os.fspath(file)}  {shown}", flush=True)
+    return results
+
+
+def _predict_multi_label(
+    args: argparse.Namespace, clf: TransferClassifier, files: list[Path], names: list[str]
+) -> list[dict[str, Any]]:
+    if args.top_k is not None:
+        msg = (
+            "--top-k ranks the classes of a single-label model; a multi-label model shows "
+            f"every class above its threshold. Received: --top-k={args.top_k}"
         )
-        for file, row in zip(chunk, probabilities, strict=True):
-            best = np.argsort(-row, kind="stable")[:top_k]
-            ranked = [(names[i], float(row[i])) for i in best]
-            if args.json:
-                results.append(
-                    {
-                        "path": os.fspath(file),
-                        "class_name": ranked[0][0],
-                        "predictions": [
-                            {"class_name": name, "probability": p} for name, p in ranked
-                        ],
-                    }
-                )
-            else:
-                shown = "  ".join(f"{name} {p:.3f}" for name, p in ranked)
-                print(f"{os.fspath(file)}  {shown}", flush=True)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    if args.grad_cam is not None:
-        _cli_reports.write_grad_cam(clf, files, args.grad_cam, quiet=args.json)
-    return 0
+        raise InvalidArgumentError(msg)
+    thresholds = clf.thresholds or ()
+    results = []
+    for file, row in _predicted(clf, files, args):
+        above = [k for k in range(len(names)) if row[k] >= thresholds[k]]
+        if args.json:
+            results.append(
+                {
+                    "path": os.fspath(file),
+                    "labels": [names[k] for k in above],
+                    "probabilities": {name: float(p) for name, p in zip(names, row, strict=True)},
+                }
+            )
+        else:
+            shown = "  ".join(f"{names[k]} {row[k]:.3f}" for k in above) or "(no label)"
+            print(f"{os.fspath(file)}  {shown}", flush=True)
+    return results
 
 
 # ---------------------------------------------------------------------- evaluate
@@ -453,14 +667,20 @@ def _predict(args: argparse.Namespace) -> int:
 def _add_evaluate(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "evaluate",
-        parents=[_model_option(), _batch_size_option(), _cli_reports.tta_option()],
-        help="measure loss and accuracy on a folder of images",
+        parents=[
+            _model_option(),
+            _batch_size_option(),
+            _cli_reports.tta_option(),
+            _table_options(),
+        ],
+        help="measure loss and accuracy on a folder of images or a CSV table of them",
         description=(
-            "Measure a saved model's loss and accuracy on DATA_DIR, a folder with one "
-            "subfolder of images per class; the classes must be the model's."
+            "Measure a saved model's loss and metrics on DATA_DIR, a folder with one "
+            "subfolder of images per class, or on --csv, a table of images and labels; the "
+            "classes must be the model's."
         ),
     )
-    parser.add_argument("data_dir", type=Path, help="the folder of class subfolders")
+    parser.add_argument("data_dir", type=Path, nargs="?", help="the folder of class subfolders")
     _cli_reports.add_report_option(parser)
     return parser
 
@@ -469,11 +689,28 @@ def _evaluate(args: argparse.Namespace) -> int:
     from transferkit.classifier import load_classifier
     from transferkit.interpret import interpret
 
+    _check_data_source(args)
     if args.report is not None:
         _cli_reports.prepare_report_folder(args.report)
     clf = load_classifier(args.model)
+    data = args.data_dir
+    if args.csv is not None:
+        table = _read_table(
+            args, clf.image_size, class_names=clf.class_names, multi_label=clf.multi_label
+        )
+        data = table.train
+    if clf.multi_label:
+        if args.report is not None:
+            msg = (
+                "--report writes single-label reports; per-label reports of multi-label "
+                f"models are not available yet. Received: --report={os.fspath(args.report)!r}"
+            )
+            raise InvalidArgumentError(msg)
+        results = clf.evaluate(data, batch_size=args.batch_size, tta=args.tta)
+        print("  ".join(f"{name} {value:.4f}" for name, value in sorted(results.items())))
+        return 0
     # One pass gives the loss and accuracy evaluate() gives, and the report's numbers.
-    result = interpret(clf, args.data_dir, batch_size=args.batch_size, tta=args.tta)
+    result = interpret(clf, data, batch_size=args.batch_size, tta=args.tta)
     print(f"accuracy {result.accuracy:.4f}  loss {result.loss:.4f}")
     if args.report is not None:
         _cli_reports.write_report(result, args.report)

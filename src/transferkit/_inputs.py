@@ -13,6 +13,7 @@ from typing import Any, Union
 import numpy as np
 import tensorflow as tf
 
+from transferkit._multi_label import check_multi_hot
 from transferkit.data import _undecodable_files_named, from_files, list_images
 from transferkit.errors import DataError, ImageShapeError, TransferkitWarning
 
@@ -110,6 +111,26 @@ def _array_labels(labels: Any, count: int, num_classes: int) -> np.ndarray:
     return array.astype(np.int32)
 
 
+def _check_target_kind(spec: tf.TensorSpec, num_classes: int, multi_label: bool, name: str) -> None:
+    # Multi-hot rows (batch, num_classes) for a multi-label classifier, class indices otherwise.
+    rows = spec.shape.rank == 2 and spec.shape[-1] == num_classes
+    if multi_label and not rows:
+        msg = (
+            f"A multi-label classifier needs multi-hot targets: rows of {num_classes} zeros "
+            "and ones (transferkit.data.from_csv makes them). "
+            f"Received: {name} with targets of shape {spec.shape}"
+        )
+        raise DataError(msg)
+    if not multi_label and rows and spec.dtype.is_floating:
+        msg = (
+            f"{name} has rows of {num_classes} float targets (multi-hot or one-hot), but this "
+            "classifier is single-label: build it with multi_label=True for multi-hot "
+            "targets, or pass class indices (the argmax of one-hot rows). "
+            f"Received: {name} with targets of shape {spec.shape}"
+        )
+        raise DataError(msg)
+
+
 def _dataset_images_spec(dataset: tf.data.Dataset) -> tf.TensorSpec:
     spec = dataset.element_spec
     return spec[0] if isinstance(spec, tuple) else spec
@@ -123,6 +144,7 @@ def as_labeled_dataset(
     batch_size: int,
     shuffle: bool,
     name: str = "data",
+    multi_label: bool = False,
 ) -> tf.data.Dataset:
     """Validates labeled data and returns a batched, prefetched dataset of (images, labels).
 
@@ -133,6 +155,7 @@ def as_labeled_dataset(
         batch_size: the batch size for arrays and unbatched datasets.
         shuffle: shuffle arrays every epoch (datasets keep the order they have).
         name: what to call the argument in messages.
+        multi_label: whether labels are multi-hot rows of ``num_classes`` (float32).
 
     Raises:
         DataError: the data is none of the accepted kinds, or labels are malformed.
@@ -148,11 +171,19 @@ def as_labeled_dataset(
             raise DataError(msg)
         if len(spec[0].shape) == 3:
             data = data.batch(batch_size)
+        _check_target_kind(data.element_spec[1], num_classes, multi_label, name)
         _check_image_shape(tuple(_dataset_images_spec(data).shape), image_size)
         return _keep_file_paths(data, data.prefetch(tf.data.AUTOTUNE))
     if isinstance(data, (tuple, list)) and len(data) == 2:
         images = _array_images(data[0], image_size)
-        labels = _array_labels(data[1], len(images), num_classes)
+        if multi_label:
+            check_multi_hot(np.asarray(data[1]), num_classes, name)
+            labels = np.asarray(data[1], np.float32)
+            if len(labels) != len(images):
+                msg = f"{name} has {len(images)} images but {len(labels)} rows of targets."
+                raise DataError(msg)
+        else:
+            labels = _array_labels(data[1], len(images), num_classes)
         if len(images) == 0:
             msg = f"{name} holds no images. Received: {name} with 0 images"
             raise DataError(msg)

@@ -16,9 +16,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from transferkit import _features, _inputs, _training, _validation, discriminative, schedules
+from transferkit import (
+    _class_weights,
+    _features,
+    _inputs,
+    _multi_label,
+    _training,
+    _validation,
+    discriminative,
+    schedules,
+)
 from transferkit.data import from_directory
 from transferkit.errors import ClassNamesMismatchError, DataError, InvalidArgumentError
 from transferkit.history import Stage, TrainingHistory
@@ -62,6 +72,8 @@ class StageOptions:
         jit_compile: XLA compilation.
         early_stopping: a patience in epochs, or None.
         checkpoint_dir: the checkpoint folder, or None.
+        class_weight: None, ``"balanced"`` or a dict of class weights (see
+            :mod:`transferkit._class_weights`).
     """
 
     epochs: int
@@ -81,6 +93,8 @@ class StageOptions:
         """Whether the backbone's blocks train at rates of their own."""
         return isinstance(self.learning_rate, tuple) or self.layer_decay is not None
 
+    class_weight: _class_weights.ClassWeight = None
+
     @classmethod
     def create(
         cls,
@@ -97,6 +111,7 @@ class StageOptions:
         schedule: object = "constant",
         layer_decay: object = None,
         by_block: bool = False,
+        class_weight: object = None,
     ) -> StageOptions:
         """Checks every option; raises on the first invalid one, before any work.
 
@@ -164,6 +179,7 @@ class StageOptions:
             checkpoint_dir=checkpoint_dir,
             schedule=schedule,  # type: ignore[arg-type]  # checked above
             layer_decay=decay,
+            class_weight=_class_weights.check(class_weight),
         )
 
 
@@ -238,18 +254,23 @@ def run(
         validation = labeled_data(
             clf, validation_data, options.batch_size, shuffle=False, name="validation_data"
         )
+    # A dict of weights is checked now; "balanced" needs the labels, read once below.
+    weights = _resolve_class_weights(clf, options.class_weight, None)
     optimizer = _optimizer(clf, options, default_optimizer, default_rate, train)
     safe = _safe_run(clf, stage, optimizer, validation, options, cache)
     if safe.run is not None and safe.run.finished:
         return clf.history
-    # compile() again at every stage: a change of `trainable` only counts after it.
-    compile_model(clf, optimizer, jit_compile=options.jit_compile)
     start = clf.history.next_epoch  # after the epochs a resumed run already trained
     epochs = options.epochs - safe.completed
     callbacks = [*options.callbacks, *safe.callbacks]
     # A file damaged mid-way stops the run with a DataError naming it (checkpoints stay).
     with _inputs.naming_undecodable_files(train, validation):
         if cache is None or not cache.enabled:
+            if options.class_weight == "balanced":
+                weights = _resolve_class_weights(clf, "balanced", _dataset_labels(train))
+            # compile() again at every stage: a change of `trainable` only counts after it.
+            compile_model(clf, optimizer, jit_compile=options.jit_compile, class_weights=weights)
+            described = _record_class_weights(clf, safe, weights)
             keras_history = clf.model.fit(
                 train,
                 validation_data=validation,
@@ -274,9 +295,19 @@ def run(
                     jit_compile=options.jit_compile,
                 ) as cached,
             ):
+                if options.class_weight == "balanced":  # the cached labels: no second pass
+                    weights = _resolve_class_weights(clf, "balanced", cached.train.targets[0])
                 # Same optimizer object as the full model's, so a callback that changes
                 # callback.model.optimizer (ReduceLROnPlateau) changes the head's.
-                compile_model(clf, optimizer, model=cached.head, jit_compile=options.jit_compile)
+                for model in (clf.model, cached.head):
+                    compile_model(
+                        clf,
+                        optimizer,
+                        model=model,
+                        jit_compile=options.jit_compile,
+                        class_weights=weights,
+                    )
+                described = _record_class_weights(clf, safe, weights)
                 keras_history = cached.fit(
                     clf.model,
                     initial_epoch=start,
@@ -285,7 +316,9 @@ def run(
                     verbose=options.verbose,
                     seed=safe.shuffle_seed,
                 )
-    clf.history.append(stage, *safe.kept(keras_history.epoch, keras_history.history))
+    clf.history.append(
+        stage, *safe.kept(keras_history.epoch, keras_history.history), class_weights=described
+    )
     safe.raise_if_diverged()
     return clf.history
 
@@ -296,27 +329,42 @@ def compile_model(
     *,
     model: keras.Model | None = None,
     jit_compile: JitCompile = "auto",
+    class_weights: _class_weights.ClassWeights | None = None,
 ) -> None:
-    """Compiles ``model`` (the classifier's by default) with the classifier's loss and metric."""
+    """Compiles ``model`` (the classifier's by default) with the classifier's loss and metrics.
+
+    The loss is cross-entropy on the logits (sparse, binary, or per class for multi-label),
+    weighted by ``class_weights`` when given.
+    """
     with _scope(clf):
         if optimizer is None:
             optimizer = keras.optimizers.Adam(clf._head_learning_rate)
-        if clf.is_binary:
-            accuracy: keras.metrics.Metric = keras.metrics.BinaryAccuracy(
-                threshold=0.0, name="accuracy"
-            )
+        if clf.multi_label:
+            metrics = _multi_label.metrics()
+        elif clf.is_binary:
+            metrics = [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")]
         else:
-            accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         (model or clf.model).compile(
-            optimizer=optimizer, loss=loss(clf), metrics=[accuracy], jit_compile=jit_compile
+            optimizer=optimizer,
+            loss=loss(clf, class_weights),
+            metrics=metrics,
+            jit_compile=jit_compile,
         )
 
 
-def loss(clf: TransferClassifier) -> keras.losses.Loss:
-    """The classifier's training loss: cross-entropy on logits (binary for one logit)."""
-    if clf.is_binary:
-        return keras.losses.BinaryCrossentropy(from_logits=True)
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+def loss(
+    clf: TransferClassifier, class_weights: _class_weights.ClassWeights | None = None
+) -> keras.losses.Loss:
+    """The classifier's training loss: cross-entropy on the logits, optionally class-weighted.
+
+    Sparse categorical for one logit per class, binary for the one logit of two classes, and
+    per class (sigmoid) for multi-label classifiers.
+    """
+    kind: _class_weights.Kind = (
+        "multi_label" if clf.multi_label else "binary" if clf.is_binary else "sparse"
+    )
+    return _class_weights.make_loss(kind, class_weights)
 
 
 def labeled_data(
@@ -338,10 +386,45 @@ def labeled_data(
         batch_size=batch_size,
         shuffle=shuffle,
         name=name,
+        multi_label=clf.multi_label,
     )
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _resolve_class_weights(
+    clf: TransferClassifier, class_weight: _class_weights.ClassWeight, labels: np.ndarray | None
+) -> _class_weights.ClassWeights | None:
+    if class_weight == "balanced" and labels is None:
+        return None  # resolved once the labels are read
+    counts = None
+    if labels is not None:
+        counts = _class_weights.label_counts(labels, clf.num_classes, multi_label=clf.multi_label)
+    return _class_weights.resolve(
+        class_weight,
+        class_names=clf.class_names,
+        num_classes=clf.num_classes,
+        multi_label=clf.multi_label,
+        counts=counts,
+    )
+
+
+def _record_class_weights(
+    clf: TransferClassifier,
+    safe: _training.SafeRun,
+    weights: _class_weights.ClassWeights | None,
+) -> dict[str, Any] | None:
+    # What the history records for this run's epochs; the checkpoint writes it too.
+    described = None if weights is None else weights.describe(clf.class_names)
+    if safe.checkpoint is not None:
+        safe.checkpoint.class_weights = described
+    return described
+
+
+def _dataset_labels(dataset: tf.data.Dataset) -> np.ndarray:
+    # One pass over the data, for class_weight="balanced" without cached features.
+    return np.concatenate([np.asarray(batch[1]) for batch in dataset])
 
 
 def _scope(clf: TransferClassifier) -> contextlib.AbstractContextManager[Any]:
@@ -409,6 +492,7 @@ def _checkpoint_settings(
         **_optimizer_settings(optimizer),
         "cache_features": None if cache is None else cache.enabled,
         "augmented_views": None if cache is None else cache.augmented_views,
+        "class_weight": _describe(options.class_weight),
     }
     # As JSON gives it back (tuples as lists, numbers as JSON numbers), to compare with a save.
     loaded: dict[str, Any] = json.loads(json.dumps(settings, default=str))
@@ -429,6 +513,12 @@ def _optimizer_settings(optimizer: keras.optimizers.Optimizer) -> dict[str, Any]
     return {
         f"optimizer.{key}": value for key, value in optimizer.get_config().items() if key != "name"
     }
+
+
+def _describe(class_weight: _class_weights.ClassWeight) -> Any:
+    if class_weight is None or isinstance(class_weight, str):
+        return class_weight
+    return {str(key): float(value) for key, value in class_weight.items()}
 
 
 def _safe_run(

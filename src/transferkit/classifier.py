@@ -25,10 +25,12 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit import (
+    _class_weights,
     _features,
     _freezing,
     _graph,
     _inputs,
+    _multi_label,
     _persistence,
     _stages,
     _training,
@@ -37,7 +39,9 @@ from transferkit import (
     lr_finder,
 )
 from transferkit import interpret as _interpret
+from transferkit._class_weights import ClassWeight
 from transferkit._config import ClassifierConfig, DtypePolicy
+from transferkit._multi_label import ThresholdMetric
 from transferkit._registry import get_backbone
 from transferkit._stages import JitCompile, Verbose
 from transferkit.augmentation import Augmentation, build_augmentation
@@ -83,6 +87,10 @@ class TransferClassifier:
             compute in the half type and keep float32 variables; the dense logits stay
             float32 for a stable loss. Keras' global policy is only changed while the model
             is built. Defaults to None.
+        multi_label: bool. Whether an image may have several classes: one sigmoid logit
+            per class, binary cross-entropy, multi-hot targets (as
+            :func:`transferkit.data.from_csv` gives them), independent per-class
+            probabilities and per-class :attr:`thresholds`. Defaults to False.
 
     Attributes:
         model: the Keras model (raw pixels in, logits out).
@@ -113,6 +121,7 @@ class TransferClassifier:
         dropout: float = 0.2,
         strategy: tf.distribute.Strategy | None = None,
         dtype_policy: DtypePolicy = None,
+        multi_label: bool = False,
     ) -> None:
         # Validate everything before building anything.
         spec = backbone if isinstance(backbone, Backbone) else get_backbone(backbone)
@@ -123,6 +132,7 @@ class TransferClassifier:
             image_size=image_size,
             dropout=dropout,
             dtype_policy=dtype_policy,
+            multi_label=multi_label,
         )
         spec.check_weights(weights, config.image_size)
         if backbone_kwargs is not None and not isinstance(backbone_kwargs, dict):
@@ -156,7 +166,10 @@ class TransferClassifier:
         self._strategy = strategy
         self._head_learning_rate = head_learning_rate
         self._unfrozen_from: int | None = None
-        self._probabilities = _graph.Probabilities(self.is_binary)
+        self._probabilities = _graph.Probabilities(self.is_binary, self.multi_label)
+        self._thresholds = (
+            (_multi_label.DEFAULT_THRESHOLD,) * config.num_classes if config.multi_label else None
+        )
 
     # ------------------------------------------------------------------ properties
 
@@ -183,8 +196,34 @@ class TransferClassifier:
 
     @property
     def is_binary(self) -> bool:
-        """Whether the head is one logit (two classes) rather than one logit per class."""
-        return self.num_classes == 2
+        """Whether the head is one logit (two single-label classes), not one per class."""
+        return self.num_classes == 2 and not self.multi_label
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether each class is an independent yes/no answer (see ``multi_label``)."""
+        return self.config.multi_label
+
+    @property
+    def thresholds(self) -> tuple[float, ...] | None:
+        """A multi-label classifier's per-class probability thresholds (None otherwise).
+
+        :meth:`predict_labels` gives an image every class whose probability reaches the
+        class's threshold. They are 0.5 until :meth:`tune_thresholds` picks them or they
+        are set (one number for every class, or one per class), and are saved with the
+        classifier.
+        """
+        return self._thresholds
+
+    @thresholds.setter
+    def thresholds(self, value: float | Sequence[float]) -> None:
+        if not self.multi_label:
+            msg = (
+                "Only a multi-label classifier has thresholds; a single-label one predicts "
+                f"its most probable class. Received: thresholds={value!r}"
+            )
+            raise InvalidArgumentError(msg)
+        self._thresholds = _multi_label.check_thresholds(value, self.num_classes)
 
     @property
     def unfrozen_from(self) -> int | None:
@@ -253,6 +292,7 @@ class TransferClassifier:
         early_stopping: int | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
         schedule: Schedule = "constant",
+        class_weight: ClassWeight = None,
     ) -> TrainingHistory:
         """Trains the head on the frozen backbone (stage one of the recipe).
 
@@ -320,6 +360,13 @@ class TransferClassifier:
                 :mod:`transferkit.schedules`). Schedules need the number of batches per
                 epoch, which datasets of unknown length do not know. Defaults to
                 ``"constant"``.
+            class_weight: None, ``"balanced"`` or a dict from class name (or index) to
+                weight. ``"balanced"`` weighs an image of class ``c`` by
+                ``n / (k * count[c])`` (scikit-learn's rule), counted on the training
+                labels; a dict leaves unnamed classes at 1. Multi-label weights are per
+                label (see the imbalanced-data guide). Applied in the loss, so on cached
+                features too; the validation loss is weighted the same way. Defaults to
+                None.
 
         Returns:
             :attr:`history`, with this stage's epochs appended.
@@ -345,6 +392,7 @@ class TransferClassifier:
             early_stopping=early_stopping,
             checkpoint_dir=checkpoint_dir,
             schedule=schedule,
+            class_weight=class_weight,
         )
         cache = _stages.CacheOptions.create(
             cache_features=cache_features,
@@ -381,6 +429,7 @@ class TransferClassifier:
         checkpoint_dir: str | os.PathLike[str] | None = None,
         schedule: Schedule = "constant",
         layer_decay: float | None = None,
+        class_weight: ClassWeight = None,
     ) -> TrainingHistory:
         """Fine-tunes the unfrozen top of the backbone together with the head (stage two).
 
@@ -414,6 +463,7 @@ class TransferClassifier:
                 trains at ``learning_rate`` and each block below at ``layer_decay`` times
                 the rate of the block above. Not with a ``(low, high)`` pair. Defaults to
                 None (one rate for all).
+            class_weight: as for :meth:`fit_head`.
 
         Returns:
             :attr:`history`, with this stage's epochs appended.
@@ -443,6 +493,7 @@ class TransferClassifier:
             schedule=schedule,
             layer_decay=layer_decay,
             by_block=True,
+            class_weight=class_weight,
         )
         if "head" not in self.history.stages:
             warnings.warn(
@@ -543,10 +594,11 @@ class TransferClassifier:
                 Defaults to False.
 
         Returns:
-            A float32 array of shape ``(n, num_classes)`` whose rows sum to 1.
+            A float32 array of shape ``(n, num_classes)`` whose rows sum to 1; for a
+            multi-label classifier, each class's own probability (rows need not sum to 1).
         """
         batch_size = _validation.positive_int("batch_size", batch_size)
-        views = _tta.view_count(tta)
+        views = self._tta_views(tta)
         inputs = _inputs.as_image_input(images, image_size=self.image_size, batch_size=batch_size)
         with _inputs.naming_undecodable_files(inputs):
             if views > 1:
@@ -563,19 +615,70 @@ class TransferClassifier:
 
     def predict_labels(
         self, images: _inputs.Images, *, batch_size: int = 32
-    ) -> list[str] | list[int]:
-        """The most probable class of each image.
+    ) -> list[str] | list[int] | list[list[str]] | list[list[int]]:
+        """The most probable class of each image; for multi-label, every class above threshold.
 
         Args:
             images: as for :meth:`predict`.
             batch_size: int. Batch size for arrays. Defaults to 32.
 
         Returns:
-            Class names when the classifier has them, class indices otherwise.
+            Class names when the classifier has them, class indices otherwise; for a
+            multi-label classifier, a list of them per image: the classes whose probability
+            reaches their :attr:`thresholds`, in class order (possibly none).
         """
+        if self._thresholds is not None:
+            probabilities = self.predict(images, batch_size=batch_size)
+            return _multi_label.labels_above(probabilities, self._thresholds, self.class_names)
         indices = [int(i) for i in np.argmax(self.predict(images, batch_size=batch_size), -1)]
         names = self.class_names
         return indices if names is None else [names[i] for i in indices]
+
+    def tune_thresholds(
+        self,
+        validation_data: _inputs.LabeledData,
+        *,
+        metric: ThresholdMetric = "f1",
+        batch_size: int = 32,
+    ) -> tuple[float, ...]:
+        """Picks each class's threshold on labeled data, and sets :attr:`thresholds`.
+
+        For each class, every cut of the images' sorted probabilities is tried and the
+        threshold is set halfway between the two probabilities of the best cut (the one
+        nearest 0.5 among equally good ones). A class that no image (or every image) has
+        keeps 0.5, with a warning. Tune on validation data, not on the training data.
+
+        Args:
+            validation_data: multi-label data, in any form :meth:`fit_head` takes.
+            metric: ``"f1"`` (each class's F1 score) or ``"accuracy"`` (its yes/no
+                accuracy). Defaults to ``"f1"``.
+            batch_size: int. Batch size for arrays. Defaults to 32.
+
+        Returns:
+            The new thresholds, one per class.
+
+        Raises:
+            InvalidArgumentError: the classifier is not multi-label, or an argument is
+                invalid.
+        """
+        _validation.choice("metric", metric, ("f1", "accuracy"))
+        batch_size = _validation.positive_int("batch_size", batch_size)
+        if not self.multi_label:
+            msg = (
+                "tune_thresholds() is for multi-label classifiers; a single-label one "
+                "predicts its most probable class. Build it with multi_label=True."
+            )
+            raise InvalidArgumentError(msg)
+        dataset = _stages.labeled_data(
+            self, validation_data, batch_size, shuffle=False, name="validation_data"
+        )
+        probabilities, targets = _multi_label.probabilities_and_targets(
+            self.model, self._probabilities, dataset
+        )
+        self._thresholds = _multi_label.tune_thresholds(
+            probabilities, targets, metric=metric, class_names=self.class_names
+        )
+        return self._thresholds
 
     def evaluate(
         self,
@@ -595,20 +698,25 @@ class TransferClassifier:
                 accuracy of the averaged probabilities. Defaults to False.
 
         Returns:
-            ``{"loss": ..., "accuracy": ...}``.
+            ``{"loss": ..., "accuracy": ...}``; for a multi-label classifier
+            ``{"loss", "binary_accuracy", "macro_f1", "auc"}``. The loss is never weighted
+            by the ``class_weight`` of training.
 
         Raises:
             UnsupportedStrategyError: the strategy is a MultiWorkerMirroredStrategy over
                 several workers, which Keras 3 cannot evaluate under.
         """
         batch_size = _validation.positive_int("batch_size", batch_size)
-        if _tta.view_count(tta) > 1:
+        if self._tta_views(tta) > 1:
             result = self.interpret(data, batch_size=batch_size, tta=tta)
             return {"loss": result.loss, "accuracy": result.accuracy}
         _training.check_strategy_can_train(self._strategy)
         dataset = _stages.labeled_data(self, data, batch_size, shuffle=False, name="data")
-        if not self.model.compiled:
-            _stages.compile_model(self)
+        if not self.model.compiled or isinstance(
+            self.model.loss, _class_weights.ClassWeightedCrossentropy
+        ):
+            # Keep the optimizer of a compiled model (and its state) for later training.
+            _stages.compile_model(self, getattr(self.model, "optimizer", None))
         with _inputs.naming_undecodable_files(dataset):
             results = self.model.evaluate(dataset, verbose=verbose, return_dict=True)
         return {name: float(value) for name, value in results.items()}
@@ -683,6 +791,17 @@ class TransferClassifier:
         """
         return export_classifier(self, path, format=format, quantize=quantize)
 
+    def _tta_views(self, tta: object) -> int:
+        views = _tta.view_count(tta)
+        if views > 1 and self.multi_label:
+            # Averaged views are defined on class distributions; per-label ones are not done.
+            msg = (
+                "Test-time augmentation is not available for multi-label classifiers yet; "
+                f"predict without it. Received: tta={tta!r}"
+            )
+            raise InvalidArgumentError(msg)
+        return views
+
     def __repr__(self) -> str:
         state = "frozen" if self._unfrozen_from is None else f"unfrozen from {self._unfrozen_from}"
         return (
@@ -720,6 +839,8 @@ def load_classifier(
         TrainingHistory.from_dict(metadata["history"]),
         float(metadata["head_learning_rate"]),
     )
+    if metadata.get("thresholds") is not None:
+        classifier.thresholds = metadata["thresholds"]
     if metadata["unfrozen_from"] is None:
         classifier.freeze()
     else:

@@ -694,3 +694,8 @@ def _listing(paths: Sequence[Path], folder: Path | None = None) -> str:
 
 def _extensions() -> str:
     return ", ".join(IMAGE_EXTENSIONS)
+
+
+# At the end: _csv_data imports the names above.
+from transferkit._csv_data import from_csv as from_csv  # noqa: E402
+from transferkit._csv_data import from_dataframe as from_dataframe  # noqa: E402

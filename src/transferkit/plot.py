@@ -67,10 +67,10 @@ def history(source: TransferClassifier | TrainingHistory, path: str | os.PathLik
     epochs = [epoch + 1 for epoch in record.epochs]  # numbered from 1, as Keras prints them
     figure = new_figure(figsize=(8, 8))
     accuracy_axes, loss_axes = figure.subplots(2, 1, sharex=True)
-    for axes, metric, title in (
-        (accuracy_axes, "accuracy", "Accuracy"),
-        (loss_axes, "loss", "Loss"),
-    ):
+    # A multi-label classifier's history has macro F1 where a single-label one has accuracy.
+    multi_label = "accuracy" not in record.metrics and "macro_f1" in record.metrics
+    score = ("macro_f1", "Macro F1") if multi_label else ("accuracy", "Accuracy")
+    for axes, metric, title in ((accuracy_axes, *score), (loss_axes, "loss", "Loss")):
         for key, label in ((metric, "Training"), (f"val_{metric}", "Validation")):
             values = record.metrics.get(key)
             if values is not None and not all(math.isnan(v) for v in values):
