@@ -27,11 +27,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from transferkit import _validation
+from transferkit.data import from_directory
+from transferkit.discriminative import (
+    discriminative_optimizer,
+    group_learning_rates,
+    trainable_groups,
+)
 from transferkit.errors import DataError
+from transferkit.schedules import make_schedule, steps_per_epoch
 
 if TYPE_CHECKING:
     from transferkit.classifier import TransferClassifier
@@ -135,6 +143,56 @@ def _save_state(checkpoint_dir: str | os.PathLike[str] | None, state: dict[str, 
     os.replace(temporary, folder / _FIT_STATE)
 
 
+def _split(
+    clf: TransferClassifier,
+    data: Any,
+    validation_data: Any,
+    fraction: float,
+    seed: int,
+    batch_size: int,
+    decisions: Decisions,
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """The training and validation datasets, holding a validation split out if need be."""
+    if validation_data is not None:
+        return (
+            clf._labeled(data, batch_size, shuffle=True, name="data"),
+            clf._labeled(validation_data, batch_size, shuffle=False, name="validation_data"),
+        )
+    if isinstance(data, (str, os.PathLike)):
+        names = clf.class_names
+        folder = from_directory(data, clf.image_size, batch_size, seed=seed, class_names=names)
+        if folder.validation is not None:  # train/ and validation/ folders: use its own
+            return folder.train, folder.validation
+        folder = from_directory(data, clf.image_size, batch_size, validation_split=fraction,
+                                seed=seed, class_names=names)
+        train, validation = folder.train, folder.validation
+        how = f"{fraction:g} of the images in {os.fspath(data)!r}"
+    else:
+        if isinstance(data, tf.data.Dataset):
+            images, labels = arrays_of(data)
+        elif isinstance(data, (tuple, list)) and len(data) == 2:
+            images, labels = np.asarray(data[0]), np.asarray(data[1])
+        else:
+            return clf._labeled(data, batch_size, shuffle=True, name="data"), None  # raises
+        (x, y), (vx, vy) = split_validation(images, labels, fraction, seed)
+        train, validation = (x, y), (vx, vy)
+        how = f"{len(vy)} of {len(labels)} images, {fraction:g} of each class"
+    decisions.add("validation", "split", f"no validation_data: held out {how} (seed {seed})")
+    return (
+        clf._labeled(train, batch_size, shuffle=True, name="data"),
+        clf._labeled(validation, batch_size, shuffle=False, name="validation_data"),
+    )
+
+
+def _adam(clf: TransferClassifier, rate: Any) -> keras.optimizers.Optimizer:
+    with clf._scope():  # its variables must live under the classifier's strategy
+        return keras.optimizers.Adam(rate)
+
+
+def _epochs_run(history: TrainingHistory, stage: str) -> int:
+    return sum(1 for s in history.stages if s == stage)
+
+
 def fit(
     clf: TransferClassifier,
     data: Any,
@@ -150,4 +208,65 @@ def fit(
     checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> TrainingHistory:
     """See :meth:`transferkit.TransferClassifier.fit`."""
-    raise NotImplementedError  # filled in once the rules are measured
+    if epochs is not None:
+        epochs = _validation.positive_int("epochs", epochs)
+    validation_split = _validation.fraction("validation_split", validation_split)
+    if learning_rate is not None:
+        learning_rate = _validation.positive_float("learning_rate", learning_rate)
+    batch_size = _validation.positive_int("batch_size", batch_size)
+    seed = _validation.non_negative_int("seed", seed)
+    decisions = Decisions(verbose not in (0, False))
+    state = _load_state(checkpoint_dir)
+
+    train, validation = _split(clf, data, validation_data, validation_split, seed, batch_size,
+                               decisions)
+    steps = steps_per_epoch(train)
+
+    # Head: the finder's rate, a cosine schedule, a step budget, early stopping.
+    if learning_rate is None:
+        if "head_learning_rate" not in state:
+            result = clf.find_learning_rate(train, stage="head")
+            state["head_learning_rate"] = float(result.suggestion)
+            _save_state(checkpoint_dir, state)
+        head_rate = decisions.add(
+            "head_learning_rate", state["head_learning_rate"], "learning-rate finder suggestion"
+        )
+    else:
+        head_rate = decisions.add("head_learning_rate", learning_rate, "given")
+    head_epochs = decisions.add(
+        "head_epochs",
+        stage_epochs(HEAD_STEPS, steps, MAX_HEAD_EPOCHS),
+        f"about {HEAD_STEPS} steps of {steps} per epoch",
+    )
+    common = {"validation_data": validation, "batch_size": batch_size, "callbacks": callbacks,
+              "verbose": verbose, "checkpoint_dir": checkpoint_dir}
+    optimizer = _adam(clf, make_schedule("cosine", head_rate, head_epochs * steps))
+    clf.fit_head(train, epochs=head_epochs, optimizer=optimizer,
+                 early_stopping=patience(head_epochs), **common)
+    decisions.add("head_epochs_run", _epochs_run(clf.history, "head"), "early stopping on "
+                  "validation loss, best epoch's weights restored")
+
+    # Fine-tune: the whole backbone (BatchNormalization frozen), discriminative rates.
+    clf.unfreeze(None)
+    decisions.add("unfreeze_from", 0, "the whole backbone, BatchNormalization frozen")
+    tune_epochs = epochs or stage_epochs(FINE_TUNE_STEPS, steps, MAX_FINE_TUNE_EPOCHS)
+    decisions.add("fine_tune_epochs", tune_epochs, "given" if epochs else
+                  f"about {FINE_TUNE_STEPS} steps of {steps} per epoch")
+    high = head_rate / FINE_TUNE_DIVISOR
+    rates = (high / DISCRIMINATIVE_SPREAD, high)
+    decisions.add("fine_tune_learning_rate", list(rates), f"lowest block to head: the head "
+                  f"rate / {FINE_TUNE_DIVISOR:g}, spread {DISCRIMINATIVE_SPREAD:g}x")
+    groups = trainable_groups(clf.backbone, 0)
+    per_group = group_learning_rates(len(groups) + 1, rates)
+    total = tune_epochs * steps
+    with clf._scope():
+        optimizer = discriminative_optimizer(
+            groups, per_group, lambda rate: keras.optimizers.Adam(
+                make_schedule("cosine", rate, total))
+        )
+    clf.fine_tune(train, epochs=tune_epochs, optimizer=optimizer,
+                  early_stopping=patience(tune_epochs), **common)
+    decisions.add("fine_tune_epochs_run", _epochs_run(clf.history, "fine_tune"),
+                  "early stopping on validation loss, best epoch's weights restored")
+    clf.history.decisions = decisions.records
+    return clf.history
