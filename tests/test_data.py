@@ -270,7 +270,7 @@ def test_an_empty_class_folder_is_an_error_naming_it(tmp_path):
 @pytest.mark.parametrize(
     ("write", "problem"),
     [
-        (lambda p: write_text_file(p), "not a JPEG, PNG, GIF, BMP or WebP image"),
+        (lambda p: write_text_file(p), "not a JPEG, PNG, GIF, BMP, WebP or JPEG XL image"),
         (lambda p: write_truncated_jpeg(p), "truncated or corrupt JPEG"),
         (lambda p: p.write_bytes(b""), "empty file"),
         (

@@ -10,23 +10,57 @@ fine-tune, predict, save and ship::
     clf.unfreeze(from_layer=100)
     clf.fine_tune(train, validation_data=val, epochs=10)
     clf.save("cats_dogs.keras")
+
+``import transferkit`` itself is cheap: the public names below are imported on first use
+(PEP 562), so the ``transferkit`` command answers ``--help`` without loading TensorFlow.
+Using any of them (``tk.TransferClassifier``, ``from transferkit import load_classifier``)
+imports Keras and registers transferkit's Keras layers.
 """
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-# Submodules with public functions, reachable as tk.data.from_directory and tk.plot.history.
-from transferkit import data, plot
-from transferkit._registry import get_backbone, list_backbones, register_backbone
-from transferkit.backbone import Backbone
-from transferkit.classifier import TransferClassifier, load_classifier
-from transferkit.history import TrainingHistory
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load on first use
+    from transferkit import data, plot
+    from transferkit._registry import get_backbone, list_backbones, register_backbone
+    from transferkit.backbone import Backbone
+    from transferkit.classifier import TransferClassifier, load_classifier
+    from transferkit.history import TrainingHistory
 
 try:
     __version__ = version("transferkit")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
+
+# Public name -> the module that defines it. A name that is its module's own name is the
+# submodule itself: every public submodule is reachable as an attribute (tk.errors, ...),
+# as it was when this file imported them all.
+_LAZY = {
+    "Backbone": "transferkit.backbone",
+    "TrainingHistory": "transferkit.history",
+    "TransferClassifier": "transferkit.classifier",
+    "get_backbone": "transferkit._registry",
+    "list_backbones": "transferkit._registry",
+    "load_classifier": "transferkit.classifier",
+    "register_backbone": "transferkit._registry",
+    **{
+        name: f"transferkit.{name}"
+        for name in (
+            "augmentation",
+            "backbone",
+            "classifier",
+            "data",
+            "errors",
+            "export",
+            "history",
+            "plot",
+            "preprocessing",
+        )
+    },
+}
 
 __all__ = [
     "Backbone",
@@ -40,3 +74,18 @@ __all__ = [
     "plot",
     "register_backbone",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    module = importlib.import_module(module_name)
+    value = module if module_name.rpartition(".")[2] == name else getattr(module, name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

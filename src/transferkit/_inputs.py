@@ -13,10 +13,20 @@ from typing import Any, Union
 import numpy as np
 import tensorflow as tf
 
-from transferkit.data import list_images, load_images
+from transferkit.data import _undecodable_files_named, from_files, list_images
 from transferkit.errors import DataError, ImageShapeError, TransferkitWarning
 
-__all__ = ["Images", "LabeledData", "as_image_input", "as_labeled_dataset"]
+__all__ = [
+    "Images",
+    "LabeledData",
+    "as_image_input",
+    "as_labeled_dataset",
+    "naming_undecodable_files",
+]
+
+#: Wrap model.fit / evaluate / predict on folder datasets with it: a file damaged in its
+#: middle then stops the run with a DataError that names it (see transferkit.data).
+naming_undecodable_files = _undecodable_files_named
 
 #: Labeled data: a ``tf.data.Dataset`` of ``(images, labels)`` batches, an ``(x, y)`` pair,
 #: or the path of a folder of class subfolders.
@@ -163,8 +173,8 @@ def as_image_input(
     """Validates images for prediction: an array batch, or a dataset of image batches.
 
     Datasets of ``(images, labels)`` are accepted; their labels are dropped. A path (an
-    image file, or a folder read recursively in sorted order) is loaded and resized as
-    :func:`transferkit.data.load_images` does.
+    image file, or a folder read recursively in sorted order) is read in batches as it is
+    needed (:func:`transferkit.data.from_files`), so a folder never sits in memory at once.
 
     Raises:
         ImageShapeError: images have the wrong shape.
@@ -179,7 +189,7 @@ def as_image_input(
         _check_image_shape(tuple(_dataset_images_spec(images).shape), image_size)
         return images.prefetch(tf.data.AUTOTUNE)
     if isinstance(images, (str, os.PathLike)):
-        return load_images(list_images(images), image_size)
+        return from_files(list_images(images), image_size, batch_size)
     if isinstance(images, bytes) or images is None:
         msg = (
             "images must be a numpy array, a tensor, a tf.data.Dataset of images or the "
