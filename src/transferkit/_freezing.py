@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import keras
 
+from transferkit._validation import as_int
 from transferkit.errors import UnknownLayerError
 
 __all__ = ["batch_norm_layers", "freeze", "resolve_layer_index", "unfreeze_from"]
@@ -59,8 +60,8 @@ def resolve_layer_index(backbone: keras.Model, from_layer: int | str | None) -> 
 
     Args:
         backbone: the backbone model.
-        from_layer: an index (negative counts from the top), a layer name, or None for the
-            whole backbone.
+        from_layer: an index of any integer type (negative counts from the top), a layer
+            name, or None for the whole backbone.
 
     Raises:
         UnknownLayerError: the index is out of range or the name is not a backbone layer.
@@ -68,21 +69,22 @@ def resolve_layer_index(backbone: keras.Model, from_layer: int | str | None) -> 
     count = len(backbone.layers)
     if from_layer is None:
         return 0
-    if isinstance(from_layer, bool) or not isinstance(from_layer, (int, str)):
+    index = as_int(from_layer)
+    if index is None and not isinstance(from_layer, str):
         msg = (
             "from_layer must be a layer index, a layer name or None. "
             f"Received: from_layer={from_layer!r}"
         )
         raise UnknownLayerError(msg)
-    if isinstance(from_layer, int):
-        if not -count <= from_layer < count:
+    if index is not None:
+        if not -count <= index < count:
             msg = (
                 f"from_layer is out of range: the backbone {backbone.name!r} has {count} "
                 f"layers, so valid indices are {-count} to {count - 1}. "
                 f"Received: from_layer={from_layer}"
             )
             raise UnknownLayerError(msg)
-        return from_layer % count
+        return index % count
     names = [layer.name for layer in backbone.layers]
     if from_layer in names:
         return names.index(from_layer)
