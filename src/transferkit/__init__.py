@@ -24,11 +24,12 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load on first use
-    from transferkit import data, plot
+    from transferkit import data, discriminative, lr_finder, plot, schedules
     from transferkit._registry import get_backbone, list_backbones, register_backbone
     from transferkit.backbone import Backbone
     from transferkit.classifier import TransferClassifier, load_classifier
     from transferkit.history import TrainingHistory
+    from transferkit.lr_finder import LearningRateFinderResult
 
 try:
     __version__ = version("transferkit")
@@ -42,6 +43,7 @@ _LAZY = {
     "Backbone": "transferkit.backbone",
     "TrainingHistory": "transferkit.history",
     "TransferClassifier": "transferkit.classifier",
+    "LearningRateFinderResult": "transferkit.lr_finder",
     "get_backbone": "transferkit._registry",
     "list_backbones": "transferkit._registry",
     "load_classifier": "transferkit.classifier",
@@ -53,26 +55,33 @@ _LAZY = {
             "backbone",
             "classifier",
             "data",
+            "discriminative",
             "errors",
             "export",
             "history",
+            "lr_finder",
             "plot",
             "preprocessing",
+            "schedules",
         )
     },
 }
 
 __all__ = [
     "Backbone",
+    "LearningRateFinderResult",
     "TrainingHistory",
     "TransferClassifier",
     "__version__",
     "data",
+    "discriminative",
     "get_backbone",
     "list_backbones",
     "load_classifier",
+    "lr_finder",
     "plot",
     "register_backbone",
+    "schedules",
 ]
 
 

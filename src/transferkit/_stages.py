@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import keras
 import tensorflow as tf
 
-from transferkit import _features, _inputs, _training, _validation
+from transferkit import _features, _inputs, _training, _validation, discriminative, schedules
 from transferkit.data import from_directory
 from transferkit.errors import ClassNamesMismatchError, DataError, InvalidArgumentError
 from transferkit.history import Stage, TrainingHistory
@@ -33,13 +33,16 @@ __all__ = [
     "Verbose",
     "compile_model",
     "labeled_data",
+    "loss",
     "run",
 ]
 
 Verbose = Literal["auto"] | int
 #: XLA compilation: True, False, or ``"auto"`` (Keras' choice: on GPUs only).
 JitCompile = bool | Literal["auto"]
-OptimizerFactory = Callable[[float], keras.optimizers.Optimizer]
+OptimizerFactory = Callable[[Any], keras.optimizers.Optimizer]
+#: A learning rate, or a ``(low, high)`` pair spread over the backbone's blocks.
+LearningRate = float | tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,11 @@ class StageOptions:
     Attributes:
         epochs: epochs to train.
         batch_size: the batch size for arrays and folders.
-        learning_rate: the default optimizer's rate, or None for the stage's default.
+        learning_rate: the default optimizer's rate (the peak of a schedule), a ``(low,
+            high)`` pair for discriminative rates, or None for the stage's default.
         optimizer: a user's optimizer, or None for the stage's default.
+        schedule: the learning-rate schedule of the default optimizer.
+        layer_decay: timm's layer-wise decay of the rates, or None.
         callbacks: the user's Keras callbacks.
         verbose: Keras' progress output.
         jit_compile: XLA compilation.
@@ -60,13 +66,20 @@ class StageOptions:
 
     epochs: int
     batch_size: int
-    learning_rate: float | None
+    learning_rate: LearningRate | None
     optimizer: keras.optimizers.Optimizer | None
     callbacks: tuple[keras.callbacks.Callback, ...]
     verbose: Verbose
     jit_compile: JitCompile
     early_stopping: int | None
     checkpoint_dir: str | os.PathLike[str] | None
+    schedule: schedules.Schedule = "constant"
+    layer_decay: float | None = None
+
+    @property
+    def discriminative(self) -> bool:
+        """Whether the backbone's blocks train at rates of their own."""
+        return isinstance(self.learning_rate, tuple) or self.layer_decay is not None
 
     @classmethod
     def create(
@@ -81,11 +94,42 @@ class StageOptions:
         jit_compile: object,
         early_stopping: object,
         checkpoint_dir: str | os.PathLike[str] | None,
+        schedule: object = "constant",
+        layer_decay: object = None,
+        by_block: bool = False,
     ) -> StageOptions:
-        """Checks every option; raises on the first invalid one, before any work."""
-        rate = None
-        if learning_rate is not None:
-            rate = _validation.positive_float("learning_rate", learning_rate)
+        """Checks every option; raises on the first invalid one, before any work.
+
+        ``by_block`` allows the options of discriminative rates (fine-tuning only): a
+        ``(low, high)`` learning rate and ``layer_decay``.
+        """
+        rate = _learning_rate(learning_rate, by_block=by_block)
+        _validation.choice("schedule", schedule, schedules.SCHEDULES)
+        decay = None
+        if layer_decay is not None:
+            if not by_block:
+                msg = (
+                    "layer_decay spreads rates over the backbone's blocks, so it is for "
+                    f"fine_tune() only. Received: layer_decay={layer_decay!r}"
+                )
+                raise InvalidArgumentError(msg)
+            decay = _validation.fraction("layer_decay", layer_decay, high_inclusive=True)
+            if isinstance(rate, tuple):
+                msg = (
+                    "Pass a (low, high) learning_rate or layer_decay, not both: the pair "
+                    "already sets every block's rate. "
+                    f"Received: learning_rate={learning_rate!r}, layer_decay={layer_decay!r}"
+                )
+                raise InvalidArgumentError(msg)
+        if optimizer is not None and (schedule != "constant" or decay is not None):
+            msg = (
+                "schedule and layer_decay configure the default optimizer; with your own "
+                "optimizer, give it its schedule instead (learning_rate=a Keras "
+                "LearningRateSchedule). "
+                f"Received: optimizer={optimizer!r}, schedule={schedule!r}, "
+                f"layer_decay={layer_decay!r}"
+            )
+            raise InvalidArgumentError(msg)
         if optimizer is not None:
             if not isinstance(optimizer, keras.optimizers.Optimizer):
                 msg = (
@@ -118,7 +162,23 @@ class StageOptions:
             jit_compile=jit_compile,  # type: ignore[arg-type]  # checked above
             early_stopping=patience,
             checkpoint_dir=checkpoint_dir,
+            schedule=schedule,  # type: ignore[arg-type]  # checked above
+            layer_decay=decay,
         )
+
+
+def _learning_rate(value: object, *, by_block: bool) -> LearningRate | None:
+    if value is None:
+        return None
+    if by_block and isinstance(value, (tuple, list)):
+        return discriminative.check_rate_pair(value)
+    if isinstance(value, (tuple, list)):
+        msg = (
+            "A (low, high) learning_rate spreads rates over the backbone's blocks, so it is "
+            f"for fine_tune() only; pass one rate. Received: learning_rate={value!r}"
+        )
+        raise InvalidArgumentError(msg)
+    return _validation.positive_float("learning_rate", value)
 
 
 @dataclass(frozen=True)
@@ -178,7 +238,7 @@ def run(
         validation = labeled_data(
             clf, validation_data, options.batch_size, shuffle=False, name="validation_data"
         )
-    optimizer = _optimizer(clf, options, default_optimizer, default_rate)
+    optimizer = _optimizer(clf, options, default_optimizer, default_rate, train)
     safe = _safe_run(clf, stage, optimizer, validation, options, cache)
     if safe.run is not None and safe.run.finished:
         return clf.history
@@ -240,16 +300,21 @@ def compile_model(
         if optimizer is None:
             optimizer = keras.optimizers.Adam(clf._head_learning_rate)
         if clf.is_binary:
-            loss: keras.losses.Loss = keras.losses.BinaryCrossentropy(from_logits=True)
             accuracy: keras.metrics.Metric = keras.metrics.BinaryAccuracy(
                 threshold=0.0, name="accuracy"
             )
         else:
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
             accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         (model or clf.model).compile(
-            optimizer=optimizer, loss=loss, metrics=[accuracy], jit_compile=jit_compile
+            optimizer=optimizer, loss=loss(clf), metrics=[accuracy], jit_compile=jit_compile
         )
+
+
+def loss(clf: TransferClassifier) -> keras.losses.Loss:
+    """The classifier's training loss: cross-entropy on logits (binary for one logit)."""
+    if clf.is_binary:
+        return keras.losses.BinaryCrossentropy(from_logits=True)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def labeled_data(
@@ -286,12 +351,28 @@ def _optimizer(
     options: StageOptions,
     default: OptimizerFactory,
     default_rate: float,
+    train: tf.data.Dataset,
 ) -> keras.optimizers.Optimizer:
     optimizer = options.optimizer
     if optimizer is None:
+        rate = options.learning_rate or default_rate
+        total_steps = 1
+        if options.schedule != "constant":  # a schedule spans the call: it needs its length
+            total_steps = options.epochs * schedules.steps_per_epoch(train)
+
+        def make(peak: float) -> keras.optimizers.Optimizer:
+            return default(schedules.make_schedule(options.schedule, peak, total_steps))
+
         # Its variables (the step counter, moments) must live under the model's strategy.
         with _scope(clf):
-            return default(options.learning_rate or default_rate)
+            if not options.discriminative and not isinstance(rate, tuple):
+                return make(rate)
+            # One optimizer per block of the unfrozen backbone (fine-tuning only).
+            groups = discriminative.trainable_groups(clf.backbone, clf.unfrozen_from or 0)
+            rates = discriminative.group_learning_rates(
+                len(groups) + 1, rate, layer_decay=options.layer_decay
+            )
+            return discriminative.discriminative_optimizer(groups, rates, make)
     # TF records on each variable the strategy it was created under; there is no public getter.
     created_under = getattr(optimizer.iterations.value, "_distribute_strategy", None)
     if clf.strategy is not None and created_under is not clf.strategy:
@@ -318,22 +399,35 @@ def _checkpoint_settings(
         "epochs": options.epochs,
         "batch_size": options.batch_size,
         "early_stopping": options.early_stopping,
+        "learning_rate": options.learning_rate,
+        "schedule": options.schedule,
+        "layer_decay": options.layer_decay,
         **{f"classifier.{key}": value for key, value in clf.config.to_dict().items()},
         "unfrozen_from": clf.unfrozen_from,
         "optimizer": type(optimizer).__name__,
-        # Every hyperparameter (learning rate or schedule, moments, clipping), one entry each
-        # so that a refusal names the one that changed; the name is a per-process counter.
-        **{
-            f"optimizer.{key}": value
-            for key, value in optimizer.get_config().items()
-            if key != "name"
-        },
+        **_optimizer_settings(optimizer),
         "cache_features": None if cache is None else cache.enabled,
         "augmented_views": None if cache is None else cache.augmented_views,
     }
     # As JSON gives it back (tuples as lists, numbers as JSON numbers), to compare with a save.
     loaded: dict[str, Any] = json.loads(json.dumps(settings, default=str))
     return loaded
+
+
+def _optimizer_settings(optimizer: keras.optimizers.Optimizer) -> dict[str, Any]:
+    # Every hyperparameter (learning rate or schedule, moments, clipping), one entry each so
+    # that a refusal names the one that changed; names are per-process counters, left out.
+    # Discriminative rates: each block's optimizer, in order (the head's last).
+    if isinstance(optimizer, keras.optimizers.MultiOptimizer):
+        return {
+            f"optimizer.group{index}.{key}": value
+            for index, group in enumerate(optimizer.optimizers)
+            for key, value in group.get_config().items()
+            if key != "name"
+        }
+    return {
+        f"optimizer.{key}": value for key, value in optimizer.get_config().items() if key != "name"
+    }
 
 
 def _safe_run(

@@ -33,6 +33,7 @@ from transferkit import (
     _stages,
     _training,
     _validation,
+    lr_finder,
 )
 from transferkit._config import ClassifierConfig, DtypePolicy
 from transferkit._registry import get_backbone
@@ -41,7 +42,8 @@ from transferkit.augmentation import Augmentation, build_augmentation
 from transferkit.backbone import Backbone, ImageSize, Weights
 from transferkit.errors import InvalidArgumentError, NotUnfrozenError, TransferkitWarning
 from transferkit.export import ExportFormat, Quantization, export_classifier
-from transferkit.history import TrainingHistory
+from transferkit.history import Stage, TrainingHistory
+from transferkit.schedules import Schedule
 
 __all__ = ["TransferClassifier", "load_classifier"]
 
@@ -248,6 +250,7 @@ class TransferClassifier:
         jit_compile: JitCompile = "auto",
         early_stopping: int | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
+        schedule: Schedule = "constant",
     ) -> TrainingHistory:
         """Trains the head on the frozen backbone (stage one of the recipe).
 
@@ -281,9 +284,10 @@ class TransferClassifier:
                 :class:`~transferkit.errors.ClassNamesMismatchError` is raised.
             validation_data: the same kinds, evaluated after every epoch.
             epochs: int. Epochs to train. Defaults to 10.
-            learning_rate: float. Adam's learning rate. Defaults to 1e-4 (the recipe's).
+            learning_rate: float. Adam's learning rate (the peak of a ``schedule``).
+                Defaults to 1e-4 (the recipe's). :meth:`find_learning_rate` suggests one.
             optimizer: a Keras optimizer to use instead of Adam (then leave
-                ``learning_rate`` out).
+                ``learning_rate`` and ``schedule`` out).
             batch_size: int. Batch size for arrays. Defaults to 32.
             callbacks: Keras callbacks, passed through to ``fit``. They see the full
                 model as ``callback.model`` also when features are cached.
@@ -308,6 +312,12 @@ class TransferClassifier:
                 before the interrupted call): a run that had finished is restored without
                 training, and the interrupted one resumes after its last saved epoch, with
                 the same global epoch numbers. Use a new folder to train from scratch.
+                A schedule resumes at the step it had reached.
+            schedule: ``"constant"`` (the recipe's), ``"one_cycle"`` or ``"cosine"`` (with
+                warmup): how the learning rate changes over the call's ``epochs`` (see
+                :mod:`transferkit.schedules`). Schedules need the number of batches per
+                epoch, which datasets of unknown length do not know. Defaults to
+                ``"constant"``.
 
         Returns:
             :attr:`history`, with this stage's epochs appended.
@@ -332,13 +342,14 @@ class TransferClassifier:
             jit_compile=jit_compile,
             early_stopping=early_stopping,
             checkpoint_dir=checkpoint_dir,
+            schedule=schedule,
         )
         cache = _stages.CacheOptions.create(
             cache_features=cache_features,
             augmented_views=augmented_views,
             feature_memory_limit=feature_memory_limit,
         )
-        if options.learning_rate is not None:
+        if isinstance(options.learning_rate, float):
             self._head_learning_rate = options.learning_rate
         self.freeze()
         return _stages.run(
@@ -358,7 +369,7 @@ class TransferClassifier:
         *,
         validation_data: _inputs.LabeledData | None = None,
         epochs: int = 10,
-        learning_rate: float | None = None,
+        learning_rate: float | tuple[float, float] | None = None,
         optimizer: keras.optimizers.Optimizer | None = None,
         batch_size: int = 32,
         callbacks: Sequence[keras.callbacks.Callback] | None = None,
@@ -366,6 +377,8 @@ class TransferClassifier:
         jit_compile: JitCompile = "auto",
         early_stopping: int | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
+        schedule: Schedule = "constant",
+        layer_decay: float | None = None,
     ) -> TrainingHistory:
         """Fine-tunes the unfrozen top of the backbone together with the head (stage two).
 
@@ -378,9 +391,14 @@ class TransferClassifier:
             data: as for :meth:`fit_head`.
             validation_data: as for :meth:`fit_head`.
             epochs: int. Epochs to train, numbered on from the head stage. Defaults to 10.
-            learning_rate: float. RMSprop's learning rate. Defaults to a tenth of the head
-                stage's rate (1e-5 with the defaults, as in the recipe).
-            optimizer: a Keras optimizer to use instead of RMSprop.
+            learning_rate: float, or a ``(low, high)`` pair. RMSprop's learning rate (the
+                peak of a ``schedule``). A pair gives each block of the unfrozen backbone a
+                rate of its own, geometrically spaced from ``low`` for the lowest unfrozen
+                block to ``high`` for the head (discriminative rates; blocks as
+                :func:`transferkit.discriminative.block_groups` tells them). Defaults to a
+                tenth of the head stage's rate (1e-5 with the defaults, as in the recipe).
+            optimizer: a Keras optimizer to use instead of RMSprop (then leave
+                ``learning_rate``, ``schedule`` and ``layer_decay`` out).
             batch_size: int. Batch size for arrays. Defaults to 32.
             callbacks: Keras callbacks, passed through to ``fit``.
             verbose: Keras' progress output: ``"auto"``, 0, 1 or 2.
@@ -388,6 +406,12 @@ class TransferClassifier:
             early_stopping: as for :meth:`fit_head`.
             checkpoint_dir: as for :meth:`fit_head`; the folder may be the one the head
                 stage used.
+            schedule: as for :meth:`fit_head`; with discriminative rates, every block
+                follows it, scaled to its own peak. Defaults to ``"constant"``.
+            layer_decay: float in (0, 1], or None. timm's layer-wise decay: the head
+                trains at ``learning_rate`` and each block below at ``layer_decay`` times
+                the rate of the block above. Not with a ``(low, high)`` pair. Defaults to
+                None (one rate for all).
 
         Returns:
             :attr:`history`, with this stage's epochs appended.
@@ -414,6 +438,9 @@ class TransferClassifier:
             jit_compile=jit_compile,
             early_stopping=early_stopping,
             checkpoint_dir=checkpoint_dir,
+            schedule=schedule,
+            layer_decay=layer_decay,
+            by_block=True,
         )
         if "head" not in self.history.stages:
             warnings.warn(
@@ -430,6 +457,57 @@ class TransferClassifier:
             options,
             default_optimizer=keras.optimizers.RMSprop,
             default_rate=self._head_learning_rate * _FINE_TUNE_RATE_FACTOR,
+        )
+
+    def find_learning_rate(
+        self,
+        data: _inputs.LabeledData,
+        *,
+        stage: Stage = "head",
+        min_lr: float = 1e-7,
+        max_lr: float = 10.0,
+        steps: int = 100,
+        batch_size: int = 32,
+    ) -> lr_finder.LearningRateFinderResult:
+        """Sweeps learning rates over a few batches and suggests one (fastai's ``lr_find``).
+
+        Trains ``steps`` batches while the rate grows exponentially from ``min_lr`` to
+        ``max_lr``, stops early once the smoothed loss diverges, and suggests a rate by
+        fastai's valley rule (see :mod:`transferkit.lr_finder`). Every weight, statistic and
+        random state of the model, and the compiled optimizer's state, are left exactly as
+        they were: nothing is trained for good.
+
+        ``stage="head"`` sweeps Adam on the head as :meth:`fit_head` trains it, on cached
+        backbone features (the backbone runs once over the data, so it takes seconds).
+        ``stage="fine_tune"`` sweeps RMSprop on the full model as :meth:`fine_tune` trains
+        it, one rate for every unfrozen layer; call :meth:`unfreeze` first. With
+        discriminative rates, use the suggestion as the head's (``high``) rate.
+
+        Args:
+            data: as for :meth:`fit_head`; repeated when it has fewer than ``steps``
+                batches.
+            stage: ``"head"`` or ``"fine_tune"``. Defaults to ``"head"``.
+            min_lr: float. The first rate. Defaults to 1e-7.
+            max_lr: float. The last rate. Defaults to 10.
+            steps: int. Batches to train, at least 10. Defaults to 100.
+            batch_size: int. Batch size for arrays. Defaults to 32.
+
+        Returns:
+            A :class:`~transferkit.lr_finder.LearningRateFinderResult`: the rates tried,
+            the smoothed losses, the ``suggestion``, and ``plot(path)``.
+
+        Raises:
+            NotUnfrozenError: ``stage="fine_tune"`` with the whole backbone frozen.
+            InvalidArgumentError: an argument is invalid.
+        """
+        return lr_finder.sweep_classifier(
+            self,
+            data,
+            stage=stage,
+            min_lr=min_lr,
+            max_lr=max_lr,
+            steps=steps,
+            batch_size=batch_size,
         )
 
     # ------------------------------------------------------------------ inference

@@ -19,8 +19,9 @@ from transferkit.classifier import TransferClassifier
 from transferkit.data import list_images, load_images
 from transferkit.errors import DataError, InvalidArgumentError, MissingDependencyError
 from transferkit.history import TrainingHistory
+from transferkit.lr_finder import LearningRateFinderResult
 
-__all__ = ["history", "predictions"]
+__all__ = ["history", "learning_rates", "predictions"]
 
 _RIGHT = "tab:green"
 _WRONG = "tab:red"
@@ -145,6 +146,42 @@ def predictions(
             title += f"\ntrue: {names[truth[index]]}"
             color = _RIGHT if truth[index] == predicted else _WRONG
         axes.set_title(title, color=color, fontsize=10)
+    figure.savefig(target, dpi=100)
+    return target
+
+
+def learning_rates(result: LearningRateFinderResult, path: str | os.PathLike[str]) -> Path:
+    """Plots a learning-rate sweep: smoothed loss against learning rate, with the suggestion.
+
+    Args:
+        result: what :meth:`~transferkit.TransferClassifier.find_learning_rate` returned.
+        path: the image file to write; the suffix picks the format.
+
+    Returns:
+        The path written.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed.
+        InvalidArgumentError: the folder of ``path`` does not exist.
+    """
+    new_figure = _figure_maker()
+    target = _target(path)
+    figure = new_figure(figsize=(7, 4.5))
+    axes = figure.subplots()
+    axes.plot(result.learning_rates, result.losses, label="Smoothed training loss")
+    axes.axvline(
+        result.suggestion, color="tab:red", linestyle="--",
+        label=f"Suggestion: {result.suggestion:.2g}",
+    )  # fmt: skip
+    axes.set_xscale("log")
+    axes.set_xlabel("Learning rate")
+    axes.set_ylabel("Loss")
+    title = "Learning-rate sweep" + (
+        " (stopped: the loss diverged)" if result.stopped_early else ""
+    )
+    axes.set_title(title)
+    axes.legend(loc="best")
+    axes.grid(alpha=0.3, which="both")
     figure.savefig(target, dpi=100)
     return target
 

@@ -1,0 +1,138 @@
+"""The learning-rate finder: a suggestion inside the range that trains, early stop, no trace.
+
+The synthetic task: three Gaussian clusters in 8 dimensions and a small MLP trained with Adam.
+Its workable range is measured here, not assumed: a rate "trains" when three epochs at it
+bring the loss below half of where it started. On this task 1e-4 is too low, 1e-3 to 1e-1
+train, and 10 diverges, so a sweep to 10 must stop early.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import transferkit as tk
+from conftest import TINY_BACKBONE, separable_images
+from transferkit import _features
+from transferkit.errors import InvalidArgumentError
+from transferkit.lr_finder import (
+    LearningRateFinderResult,
+    find_learning_rate,
+    suggest_learning_rate,
+)
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _clusters() -> tf.data.Dataset:
+    rng = np.random.default_rng(0)
+    labels = np.arange(384) % 3
+    centers = rng.normal(size=(3, 8)) * 2.0
+    points = (centers[labels] + rng.normal(size=(384, 8))).astype("float32")
+    return tf.data.Dataset.from_tensor_slices((points, labels)).shuffle(384, seed=0).batch(32)
+
+
+def _mlp() -> keras.Model:
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(32, activation="relu")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3)(hidden))
+
+
+def _loss_after_training(rate: float, epochs: int) -> float:
+    model = _mlp()
+    model.compile(keras.optimizers.Adam(rate), LOSS)
+    if epochs:
+        model.fit(_clusters(), epochs=epochs, verbose=0)
+    return float(model.evaluate(_clusters(), verbose=0))
+
+
+@pytest.fixture(scope="module")
+def sweep() -> LearningRateFinderResult:
+    keras.utils.set_random_seed(1234)
+    return find_learning_rate(_mlp(), _clusters(), loss=LOSS, min_lr=1e-7, max_lr=10.0)
+
+
+def test_suggestion_lies_inside_the_range_that_trains(sweep: LearningRateFinderResult) -> None:
+    start = _loss_after_training(1e-3, epochs=0)
+    rates = [1e-4, 1e-3, 1e-1, 10.0]
+    trains = [_loss_after_training(rate, epochs=3) < start / 2 for rate in rates]
+    assert trains == [False, True, True, False]  # the measured ends of the workable range
+    assert 1e-3 <= sweep.suggestion <= 1e-1
+    assert _loss_after_training(sweep.suggestion, epochs=3) < start / 2
+
+
+def test_sweep_stops_early_once_the_loss_diverges(sweep: LearningRateFinderResult) -> None:
+    assert sweep.stopped_early
+    assert len(sweep.learning_rates) == len(sweep.losses) < 100
+    assert sweep.learning_rates[-1] < 10.0
+    assert sweep.losses[-1] > 4 * min(sweep.losses)
+
+
+def test_sweep_rates_grow_exponentially_from_min_lr(sweep: LearningRateFinderResult) -> None:
+    rates = np.array(sweep.learning_rates)
+    assert rates[0] == pytest.approx(1e-7)
+    np.testing.assert_allclose(rates[1:] / rates[:-1], (1e8) ** (1 / 99), rtol=1e-9)
+
+
+def test_sweep_restores_every_variable_and_leaves_the_optimizer_alone() -> None:
+    # A classifier part-way through training: trained head, compiled optimizer with state,
+    # dropout and augmentation random-generator states; both stages' sweeps must leave all of
+    # it bit for bit as it was.
+    clf = tk.TransferClassifier(TINY_BACKBONE, num_classes=3, weights=None)
+    images, labels = separable_images(48, num_classes=3)
+    clf.fit_head((images, labels), epochs=1, batch_size=16, verbose=0)
+    clf.unfreeze(-4)
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+    before = [v.numpy() for v in clf.model.variables + clf.model.optimizer.variables]
+    optimizer = clf.model.optimizer
+
+    with _features.cache_features(
+        clf.model, clf.backbone, data, None, views=1, augment=False
+    ) as cached:
+        find_learning_rate(cached.head, cached.train.dataset(epochs=1), loss=LOSS, steps=20)
+    find_learning_rate(
+        clf.model, data, loss=LOSS, make_optimizer=keras.optimizers.RMSprop, steps=20
+    )
+
+    after = [v.numpy() for v in clf.model.variables + clf.model.optimizer.variables]
+    assert clf.model.optimizer is optimizer
+    assert len(after) == len(before)
+    for old, new in zip(before, after, strict=True):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_valley_rule_picks_the_middle_of_the_longest_descent() -> None:
+    rates = [10.0 ** (k / 4 - 6) for k in range(25)]
+    flat, falling, rising = [1.0] * 8, [0.9 - 0.1 * k for k in range(9)], [2.0] * 8
+    # The valley runs from the last flat point (index 7) to the lowest (16): middle is 11.
+    assert suggest_learning_rate(rates, flat + falling + rising) == rates[11]
+
+
+def test_without_any_descent_the_suggestion_is_a_tenth_of_the_lowest_losss_rate() -> None:
+    rates = [1e-3, 1e-2, 1e-1]
+    assert suggest_learning_rate(rates, [1.0, 1.0, 1.0]) == pytest.approx(1e-4)
+
+
+def test_plot_writes_an_image(sweep: LearningRateFinderResult, tmp_path: Path) -> None:
+    written = sweep.plot(tmp_path / "lr.png")
+    assert written.read_bytes().startswith(b"\x89PNG")
+    assert tk.plot.learning_rates(sweep, tmp_path / "lr.svg").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"min_lr": 1.0, "max_lr": 0.1}, "min_lr must be below max_lr"),
+        ({"min_lr": 0.0}, "Received: min_lr=0.0"),
+        ({"steps": 5}, "at least 10"),
+        ({"steps": 20.5}, "Received: steps=20.5"),
+    ],
+)
+def test_invalid_sweep_arguments_are_refused(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=match):
+        find_learning_rate(_mlp(), _clusters(), loss=LOSS, **kwargs)  # type: ignore[arg-type]
