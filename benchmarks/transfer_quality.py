@@ -71,9 +71,9 @@ def digit_images(classes: range, size: int) -> Arrays:
     return np.repeat(np.clip(images, 0, 255), 3, axis=-1), labels
 
 
-def transfer_split(images: np.ndarray, labels: np.ndarray, per_class: int, seed: int) -> tuple[
-    Arrays, Arrays
-]:
+def transfer_split(
+    images: np.ndarray, labels: np.ndarray, per_class: int, seed: int
+) -> tuple[Arrays, Arrays]:
     """``per_class`` training images of each class drawn at random; the rest is the test set."""
     rng = np.random.default_rng(seed)
     train = np.concatenate(
@@ -95,7 +95,10 @@ def pretrain(args: argparse.Namespace, path: str) -> dict[str, Any]:
     held_out, train = order[:200], order[200:]
     keras.utils.set_random_seed(1234)
     clf = tk.TransferClassifier(
-        args.backbone, num_classes=5, image_size=args.image_size, weights=None,
+        args.backbone,
+        num_classes=5,
+        image_size=args.image_size,
+        weights=None,
         augmentation=None,
     )
     # Everything trains, BatchNormalization too: from random weights it must learn its
@@ -158,7 +161,10 @@ def accuracy(model: keras.Model, test: Arrays) -> float:
 def new_classifier(args: argparse.Namespace, seed: int) -> tk.TransferClassifier:
     keras.utils.set_random_seed(seed)
     return tk.TransferClassifier(
-        args.backbone, num_classes=5, image_size=args.image_size, weights=args.weights,
+        args.backbone,
+        num_classes=5,
+        image_size=args.image_size,
+        weights=args.weights,
         augmentation=None,
     )
 
@@ -172,8 +178,12 @@ def recipe(args: argparse.Namespace, train: Arrays, test: Arrays, seed: int) -> 
     clf.unfreeze(layer)
     clf.fine_tune(train, epochs=10, verbose=0)
     seconds = time.perf_counter() - started
-    return {"accuracy": accuracy(clf.model, test), "head_accuracy": head, "seconds": seconds,
-            "unfreeze_from": layer}
+    return {
+        "accuracy": accuracy(clf.model, test),
+        "head_accuracy": head,
+        "seconds": seconds,
+        "unfreeze_from": layer,
+    }
 
 
 def fit_default(args: argparse.Namespace, train: Arrays, test: Arrays, seed: int) -> dict[str, Any]:
@@ -188,9 +198,7 @@ def fit_default(args: argparse.Namespace, train: Arrays, test: Arrays, seed: int
     return result
 
 
-def linear_head(
-    args: argparse.Namespace, train: Arrays, test: Arrays, seed: int
-) -> dict[str, Any]:
+def linear_head(args: argparse.Namespace, train: Arrays, test: Arrays, seed: int) -> dict[str, Any]:
     """Test accuracy of the head alone, per Adam rate, at each epoch count of the sweep."""
     results: dict[str, Any] = {}
     for rate in args.head_rates:
@@ -220,8 +228,11 @@ def full_fine_tune(
         start = clf.history.next_epoch
         probe = TestAccuracyAt(test, [start + e for e in args.tune_epochs])
         clf.fine_tune(
-            train, epochs=max(args.tune_epochs), optimizer=keras.optimizers.Adam(rate),
-            callbacks=[probe], verbose=0,
+            train,
+            epochs=max(args.tune_epochs),
+            optimizer=keras.optimizers.Adam(rate),
+            callbacks=[probe],
+            verbose=0,
         )
         results[f"{rate:g}"] = {
             "accuracy": {str(e - start): a for e, a in probe.accuracy.items()},
@@ -247,8 +258,11 @@ def best_of_sweep(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summary(values: list[float]) -> dict[str, Any]:
-    return {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1
-            else 0.0, "values": values}
+    return {
+        "mean": float(np.mean(values)),
+        "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        "values": values,
+    }
 
 
 # ---------------------------------------------------------------------- main
@@ -264,20 +278,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pretrain-lr", type=float, default=1e-3)
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=["recipe", "fit", "linear_head",
-                                                         "full_fine_tune"])
-    parser.add_argument("--head-rates", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2, 3e-2])
-    parser.add_argument("--head-epochs", type=int, nargs="+", default=[10, 30, 100])
-    parser.add_argument("--tune-rates", type=float, nargs="+", default=[3e-5, 1e-4, 3e-4])
-    parser.add_argument("--tune-epochs", type=int, nargs="+", default=[5, 10, 20])
-    parser.add_argument("--quick", action="store_true",
-                        help="one seed, smaller sweeps: a smoke run of a few minutes")
+    parser.add_argument(
+        "--methods", nargs="+", default=["recipe", "fit", "linear_head", "full_fine_tune"]
+    )
+    parser.add_argument("--head-rates", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
+    parser.add_argument("--head-epochs", type=int, nargs="+", default=[10, 30, 60])
+    parser.add_argument("--tune-rates", type=float, nargs="+", default=[3e-4, 1e-3])
+    parser.add_argument("--tune-epochs", type=int, nargs="+", default=[4, 6, 8])
+    parser.add_argument("--ceiling-head-rate", type=float, default=1e-2,
+                        help="the head's Adam rate before the full fine-tune sweep")
+    parser.add_argument("--ceiling-head-epochs", type=int, default=10)
+    parser.add_argument("--plot", default=None,
+                        help="draw the learning-rate finder's sweep (seed 0's head) here")
+    parser.add_argument("--merge", nargs="+", default=None,
+                        help="combine results files written by --output into --output")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one seed, smaller sweeps: a smoke run of a few minutes",
+    )
     parser.add_argument("--output", default=None, help="write the results here as JSON")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds = args.seeds[:1]
-        args.head_rates, args.head_epochs = [3e-3, 1e-2], [10, 30]
-        args.tune_rates, args.tune_epochs = [1e-4], [5, 10]
+        args.head_rates, args.head_epochs = [1e-2], [10, 30]
+        args.tune_rates, args.tune_epochs = [1e-3], [3, 6]
         args.pretrain_epochs = min(args.pretrain_epochs, 8)
     return args
 
@@ -285,8 +310,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 METHODS: dict[str, Callable[..., dict[str, Any]]] = {"recipe": recipe, "fit": fit_default}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def merge(paths: list[str], output: str) -> None:
+    """Combines results files of runs over different methods into one."""
+    results: dict[str, Any] = {"merged_from": paths}
+    for path in paths:
+        with open(path, encoding="utf-8") as file:
+            part = json.load(file)
+        results["settings " + os.path.basename(path)] = part.pop("settings")
+        results.update(part)
+    with open(output, "w", encoding="utf-8") as file:
+        json.dump(results, file, indent=2)
+        file.write("\n")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     args = parse_args(argv)
+    if args.merge:
+        merge(args.merge, args.output)
+        return None
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
     started = time.perf_counter()
     results: dict[str, Any] = {"settings": dict(vars(args))}
@@ -297,21 +338,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print("pretraining:", _short(results["pretraining"]))
         images, labels = digit_images(range(5, 10), args.image_size)
         splits = {seed: transfer_split(images, labels, args.per_class, seed) for seed in args.seeds}
-        for name in ("recipe", "fit"):
-            if name not in args.methods:
-                continue
-            rows = [METHODS[name](args, *splits[seed], seed) for seed in args.seeds]
+        # Seed by seed, the methods alternating, so drift in machine load favours neither.
+        timed = [name for name in ("recipe", "fit") if name in args.methods]
+        rows: dict[str, list[dict[str, Any]]] = {name: [] for name in timed}
+        for index, seed in enumerate(args.seeds):
+            for name in timed if index % 2 == 0 else timed[::-1]:
+                rows[name].append(METHODS[name](args, *splits[seed], seed))
+                print(f"{name} seed {seed}:", _short(rows[name][-1]), flush=True)
+        for name in timed:
             results[name] = {
-                **summary([row["accuracy"] for row in rows]),
-                "seconds": summary([row["seconds"] for row in rows]),
-                "runs": rows,
+                **summary([row["accuracy"] for row in rows[name]]),
+                "seconds": summary([row["seconds"] for row in rows[name]]),
+                "runs": rows[name],
             }
-            print(f"{name}:", _short(results[name]))
-        head = (3e-3, 30)
+        if args.plot:
+            clf = new_classifier(args, args.seeds[0])
+            finder = clf.find_learning_rate(splits[args.seeds[0]][0], stage="head")
+            finder.plot(args.plot)
+            results["finder"] = {"suggestion": finder.suggestion, "plot": args.plot}
+        head = (args.ceiling_head_rate, args.ceiling_head_epochs)
         if "linear_head" in args.methods:
             sweep = [linear_head(args, *splits[seed], seed) for seed in args.seeds]
             results["linear_head"] = {**best_of_sweep(sweep), "runs": sweep}
-            head = (results["linear_head"]["learning_rate"], results["linear_head"]["epochs"])
             print("linear_head:", _short(results["linear_head"]))
         if "full_fine_tune" in args.methods:
             sweep = [full_fine_tune(args, *splits[seed], seed, head) for seed in args.seeds]
@@ -335,8 +383,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _short(result: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in result.items() if k not in ("runs", "all", "values")},
-                      default=str)
+    return json.dumps(
+        {k: v for k, v in result.items() if k not in ("runs", "all", "values")}, default=str
+    )
 
 
 if __name__ == "__main__":

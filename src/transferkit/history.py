@@ -24,11 +24,16 @@ class TrainingHistory:
         metrics: dict of str to list of float. One list per metric (``loss``,
             ``accuracy``, ``val_loss``, ``val_accuracy``, ...), aligned with ``epochs``; an
             epoch that did not report a metric holds NaN.
+        decisions: list of dict. What :meth:`~transferkit.TransferClassifier.fit` decided,
+            in order: one ``{"name": ..., "value": ..., "reason": ...}`` per decision (the
+            validation split, the learning rates found, the layer unfrozen from, the epochs
+            budgeted and run). Empty after ``fit_head``/``fine_tune`` alone.
     """
 
     epochs: list[int] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
     metrics: dict[str, list[float]] = field(default_factory=dict)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def next_epoch(self) -> int:
@@ -69,6 +74,7 @@ class TrainingHistory:
                 name: [None if math.isnan(v) else v for v in values]
                 for name, values in self.metrics.items()
             },
+            "decisions": [dict(decision) for decision in self.decisions],
         }
 
     @classmethod
@@ -81,4 +87,15 @@ class TrainingHistory:
                 name: [math.nan if v is None else float(v) for v in values]
                 for name, values in data["metrics"].items()
             },
+            decisions=[dict(decision) for decision in data.get("decisions", [])],
         )
+
+    def decide(self, name: str, value: Any, reason: str) -> None:
+        """Records one of :meth:`~transferkit.TransferClassifier.fit`'s decisions.
+
+        Args:
+            name: what was decided (``"head_learning_rate"``).
+            value: the JSON-ready value decided.
+            reason: why, in a few words.
+        """
+        self.decisions.append({"name": name, "value": value, "reason": reason})
