@@ -1,7 +1,7 @@
 """Transfer quality on a real task that ships offline: handwritten digits 0-4 → 5-9.
 
 The task is built from scikit-learn's bundled handwritten digits (``load_digits``: 1,797
-images of 8×8 pixels, 0-16): nothing is downloaded.
+images of 8x8 pixels, 0-16): nothing is downloaded.
 
 1. **Pretraining.** A registry backbone (MobileNetV2 by default) with ``weights=None`` is
    trained on digits 0-4 (the whole backbone, BatchNormalization included), and its
@@ -23,11 +23,11 @@ Methods, each on a fresh classifier, test accuracy and wall time per seed:
   recipe's fraction of the layers (100 of MobileNetV2's 154), ``fine_tune`` (RMSprop 1e-5,
   10 epochs).
 * ``fit``: ``clf.fit(images, labels)`` at its defaults.
-* ``linear_head`` ceiling: the head alone, a sweep of Adam rates × epochs; the best mean
+* ``linear_head`` ceiling: the head alone, a sweep of Adam rates x epochs; the best mean
   test accuracy (chosen on the test set, so an upper bound for a head).
 * ``full_fine_tune`` ceiling: the best linear head, then the whole backbone unfrozen
   (``unfreeze(None)``, BatchNormalization frozen) and fine-tuned with Adam, a sweep of rates
-  × epochs, the best mean test accuracy (also chosen on the test set).
+  x epochs, the best mean test accuracy (also chosen on the test set).
 
 See ``benchmarks/README.md`` and ``docs/transfer_quality.rst``.
 """
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             sweep = [full_fine_tune(args, *splits[seed], seed, head) for seed in args.seeds]
             results["full_fine_tune"] = {**best_of_sweep(sweep), "head": head, "runs": sweep}
             print("full_fine_tune:", _short(results["full_fine_tune"]))
-    results["test_images"] = int(len(splits[args.seeds[0]][1][1]))
+    results["test_images"] = len(splits[args.seeds[0]][1][1])
     results["machine"] = {
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),

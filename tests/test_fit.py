@@ -8,6 +8,7 @@ interrupted: with data in a fixed order and no dropout, both must end with the s
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -105,7 +106,8 @@ def test_fit_runs_the_head_then_fine_tunes_the_whole_backbone(
 ) -> None:
     clf, _ = fitted
     stages = clf.history.stages
-    assert stages[0] == "head" and stages[-1] == "fine_tune"
+    assert stages[0] == "head"
+    assert stages[-1] == "fine_tune"
     assert stages == sorted(stages, key=["head", "fine_tune"].index)
     assert clf.unfrozen_from == 0
     assert _fit.MIN_EPOCHS <= stages.count("head") <= _fit.MAX_HEAD_EPOCHS
@@ -173,7 +175,8 @@ def test_fit_rejects_bad_arguments_before_training() -> None:
         clf.fit((images, labels), validation_split=1.0)
     with pytest.raises(InvalidArgumentError, match="epochs"):
         clf.fit((images, labels), epochs=0)
-    assert clf.history.epochs == [] and clf.history.decisions == []
+    assert clf.history.epochs == []
+    assert clf.history.decisions == []
 
 
 # ---------------------------------------------------------------------- resuming

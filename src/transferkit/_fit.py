@@ -25,6 +25,7 @@ in ``fit.json`` there, so a resumed run trains at the rate the interrupted one f
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -265,12 +266,13 @@ def fit(
 
     train, validation = _split(clf, data, validation_data, fraction, seed, batch_size, verbose)
     steps = schedules.steps_per_epoch(train)
-    common = {
-        "batch_size": batch_size,
-        "callbacks": callbacks,
-        "verbose": verbose,
-        "checkpoint_dir": checkpoint_dir,
-    }
+    options = functools.partial(
+        _stage_options,
+        batch_size=batch_size,
+        callbacks=callbacks,
+        verbose=verbose,
+        checkpoint_dir=checkpoint_dir,
+    )
 
     head_rate, why = _head_rate(clf, train, learning_rate, checkpoint_dir)
     _decide(clf, verbose, "head_learning_rate", head_rate, why)
@@ -280,7 +282,7 @@ def fit(
         verbose,
         "head_epochs",
         head_epochs,
-        f"about {HEAD_STEPS} steps of {steps} a epoch, cosine, "
+        f"about {HEAD_STEPS} steps of {steps} per epoch, cosine, "
         f"early stopping after {patience(head_epochs)} without a lower validation loss",
     )
     clf.freeze()
@@ -290,7 +292,7 @@ def fit(
         "head",
         train,
         validation,
-        _stage_options(epochs=head_epochs, learning_rate=head_rate, **common),
+        options(epochs=head_epochs, learning_rate=head_rate),
         default_optimizer=keras.optimizers.Adam,
         default_rate=head_rate,
         cache=_stages.CacheOptions.create(
@@ -309,11 +311,13 @@ def fit(
         tune_epochs,
         "given"
         if epochs
-        else f"about {FINE_TUNE_STEPS} steps of {steps} a epoch, cosine, "
+        else f"about {FINE_TUNE_STEPS} steps of {steps} per epoch, cosine, "
         f"early stopping after {patience(tune_epochs)} without a lower validation loss",
     )
     high = head_rate * FINE_TUNE_RATE_FACTOR
     rates = (high / DISCRIMINATIVE_SPREAD, high)
+    # One rate for all needs no optimizer per block.
+    tune_rate: float | tuple[float, float] = high if DISCRIMINATIVE_SPREAD == 1 else rates
     _decide(
         clf,
         verbose,
@@ -326,7 +330,7 @@ def fit(
         "fine_tune",
         train,
         validation,
-        _stage_options(epochs=tune_epochs, learning_rate=rates, **common),
+        options(epochs=tune_epochs, learning_rate=tune_rate),
         default_optimizer=keras.optimizers.Adam,
         default_rate=high,
     )
