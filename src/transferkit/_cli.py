@@ -290,6 +290,13 @@ def _train(args: argparse.Namespace) -> int:
     from transferkit.classifier import TransferClassifier
 
     # Check everything cheap before reading the images, and those before training.
+    if not args.recipe and (args.fine_tune_epochs is not None or args.unfreeze_from is not None):
+        msg = (
+            "--fine-tune-epochs and --unfreeze-from set the recipe's stages: add --recipe, or "
+            "leave them out to let fit() decide. Received: "
+            f"--fine-tune-epochs={args.fine_tune_epochs}, --unfreeze-from={args.unfreeze_from}"
+        )
+        raise InvalidArgumentError(msg)
     spec = get_backbone(args.backbone)
     image_size = spec.resolve_image_size(args.image_size)
     weights = None if args.weights == "none" else args.weights
@@ -299,13 +306,6 @@ def _train(args: argparse.Namespace) -> int:
         msg = (
             "--output must be a .keras file in an existing folder. "
             f"Received: --output={os.fspath(output)!r}"
-        )
-        raise InvalidArgumentError(msg)
-    if not args.recipe and (args.fine_tune_epochs is not None or args.unfreeze_from is not None):
-        msg = (
-            "--fine-tune-epochs and --unfreeze-from set the recipe's stages: add --recipe, or "
-            "leave them out to let fit() decide. Received: "
-            f"--fine-tune-epochs={args.fine_tune_epochs}, --unfreeze-from={args.unfreeze_from}"
         )
         raise InvalidArgumentError(msg)
     data = _training_folders(args, image_size)
