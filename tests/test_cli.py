@@ -352,8 +352,8 @@ def _train_args(folder: Path, *extra: str) -> list[str]:
         ),
         (
             # The weights are checked before the folder is even looked at.
-            lambda p: ["train", str(p / "nowhere"), "--image-size", "32"],
-            "ImageNet weights for 'mobilenet_v2' exist only for square images",
+            lambda p: ["train", str(p / "nowhere"), "--weights", str(p / "missing.h5")],
+            "Weights file not found: ",
         ),
         (lambda p: _train_args(p, "--output", str(p / "m.h5")), "--output must be a .keras file"),
         (lambda p: _train_args(p, "--unfreeze-from", "999"), "from_layer is out of range"),

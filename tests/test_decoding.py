@@ -11,12 +11,16 @@ from __future__ import annotations
 import io
 import zlib
 from pathlib import Path
+from typing import Any
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
+import transferkit as tk
+from conftest import TINY_BACKBONE
 from images import write_class_folders
 from transferkit import _inputs, data
 from transferkit.errors import DataError
@@ -178,3 +182,72 @@ def test_other_errors_pass_through_unchanged(tmp_path):
     with pytest.raises(tf.errors.InvalidArgumentError, match="not a file problem"):  # noqa: SIM117
         with _inputs.naming_undecodable_files(folder.train):
             raise tf.errors.InvalidArgumentError(None, None, "not a file problem")
+
+
+# ---------------------------------------------------------------------- through the classifier
+
+
+class DamageAfterFirstEpoch(keras.callbacks.Callback):
+    """Stands for a disk that damages a file while training runs: after epoch 0."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if epoch == 0:
+            damaged_png(self.path)
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.epochs: list[int] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epochs.append(epoch)
+
+
+def tiny_classifier() -> tk.TransferClassifier:
+    return tk.TransferClassifier(TINY_BACKBONE, class_names=["a", "b"], image_size=16, weights=None)
+
+
+def test_a_file_damaged_mid_training_stops_it_naming_the_file_and_the_run_resumes(tmp_path):
+    folder = write_class_folders(tmp_path / "data", {"a": 4, "b": 4}, size=16)
+    victim = folder / "b" / "b1.png"
+    original = victim.read_bytes()
+    options = {"epochs": 3, "batch_size": 4, "cache_features": False, "verbose": 0}
+    checkpoints = tmp_path / "checkpoints"
+
+    with pytest.raises(DataError, match=r"b/b1\.png \(.*with checkpoint_dir, training resumes"):
+        tiny_classifier().fit_head(
+            folder, checkpoint_dir=checkpoints, callbacks=[DamageAfterFirstEpoch(victim)], **options
+        )
+
+    victim.write_bytes(original)  # the user replaces the file and runs the same call again
+    recorder = EpochRecorder()
+    history = tiny_classifier().fit_head(
+        folder, checkpoint_dir=checkpoints, callbacks=[recorder], **options
+    )
+
+    assert recorder.epochs == [1, 2]  # epoch 0, finished before the damage, is not lost
+    assert history.epochs == [0, 1, 2]
+
+
+def test_a_damaged_file_met_while_caching_features_is_named(tmp_path):
+    folder = write_class_folders(tmp_path / "data", {"a": 3, "b": 3}, size=16)
+    damaged_png(folder / "a" / "a2.png")
+
+    with pytest.raises(DataError, match=r"a/a2\.png \("):
+        tiny_classifier().fit_head(folder, epochs=1, batch_size=4, verbose=0)
+
+
+def test_evaluate_and_predict_name_a_damaged_file(tmp_path):
+    folder = write_class_folders(tmp_path / "data", {"a": 3, "b": 3}, size=16)
+    damaged_png(folder / "b" / "b0.png")
+    clf = tiny_classifier()
+
+    with pytest.raises(DataError, match=r"b/b0\.png \("):
+        clf.evaluate(folder)
+    with pytest.raises(DataError, match=r"b/b0\.png \("):
+        clf.predict(folder / "b")

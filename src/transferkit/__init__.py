@@ -41,6 +41,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 # as it was when this file imported them all.
 _LAZY = {
     "Backbone": "transferkit.backbone",
+    "LearningRateFinderResult": "transferkit.lr_finder",
     "TrainingHistory": "transferkit.history",
     "TransferClassifier": "transferkit.classifier",
     "LearningRateFinderResult": "transferkit.lr_finder",

@@ -26,6 +26,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from transferkit.errors import (
     InvalidArgumentError,
     MissingDependencyError,
     TransferkitError,
+    TransferkitWarning,
 )
 
 if TYPE_CHECKING:
@@ -300,7 +302,9 @@ def _train(args: argparse.Namespace) -> int:
     spec = get_backbone(args.backbone)
     image_size = spec.resolve_image_size(args.image_size)
     weights = None if args.weights == "none" else args.weights
-    spec.check_weights(weights, image_size)
+    with warnings.catch_warnings():  # building warns again, where it matters
+        warnings.simplefilter("ignore", TransferkitWarning)
+        spec.check_weights(weights, image_size)
     output: Path = args.output
     if output.suffix != ".keras" or not output.parent.is_dir():
         msg = (

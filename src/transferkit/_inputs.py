@@ -149,7 +149,7 @@ def as_labeled_dataset(
         if len(spec[0].shape) == 3:
             data = data.batch(batch_size)
         _check_image_shape(tuple(_dataset_images_spec(data).shape), image_size)
-        return data.prefetch(tf.data.AUTOTUNE)
+        return _keep_file_paths(data, data.prefetch(tf.data.AUTOTUNE))
     if isinstance(data, (tuple, list)) and len(data) == 2:
         images = _array_images(data[0], image_size)
         labels = _array_labels(data[1], len(images), num_classes)
@@ -165,6 +165,14 @@ def as_labeled_dataset(
         f"arrays or the path of a folder of class subfolders. Received: {type(data).__name__}"
     )
     raise DataError(msg)
+
+
+def _keep_file_paths(source: Any, dataset: tf.data.Dataset) -> tf.data.Dataset:
+    # A new dataset object drops the attribute; naming_undecodable_files reads it.
+    files = getattr(source, "file_paths", None)
+    if files is not None:
+        dataset.file_paths = files
+    return dataset
 
 
 def as_image_input(
@@ -187,7 +195,7 @@ def as_image_input(
         if len(_dataset_images_spec(images).shape) == 3:
             images = images.batch(batch_size)
         _check_image_shape(tuple(_dataset_images_spec(images).shape), image_size)
-        return images.prefetch(tf.data.AUTOTUNE)
+        return _keep_file_paths(images, images.prefetch(tf.data.AUTOTUNE))
     if isinstance(images, (str, os.PathLike)):
         return from_files(list_images(images), image_size, batch_size)
     if isinstance(images, bytes) or images is None:

@@ -600,7 +600,8 @@ class TransferClassifier:
         """
         batch_size = _validation.positive_int("batch_size", batch_size)
         inputs = _inputs.as_image_input(images, image_size=self.image_size, batch_size=batch_size)
-        logits = self.model.predict(inputs, batch_size=batch_size, verbose=verbose)
+        with _inputs.naming_undecodable_files(inputs):
+            logits = self.model.predict(inputs, batch_size=batch_size, verbose=verbose)
         return np.asarray(keras.ops.convert_to_numpy(self._probabilities(logits)), np.float32)
 
     def predict_labels(
@@ -641,7 +642,8 @@ class TransferClassifier:
         dataset = _stages.labeled_data(self, data, batch_size, shuffle=False, name="data")
         if not self.model.compiled:
             _stages.compile_model(self)
-        results = self.model.evaluate(dataset, verbose=verbose, return_dict=True)
+        with _inputs.naming_undecodable_files(dataset):
+            results = self.model.evaluate(dataset, verbose=verbose, return_dict=True)
         return {name: float(value) for name, value in results.items()}
 
     # ------------------------------------------------------------------ persistence

@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -228,16 +228,19 @@ def find_learning_rate(
     schedule = keras.optimizers.schedules.ExponentialDecay(
         min_lr, decay_steps=steps - 1, decay_rate=rates[-1] / min_lr
     )
-    saved = [variable.numpy() for variable in model.variables]
     sweep = _Sweep(rates)
-    try:
+    with _restored(model.variables):
         wrapper = _Wrapper(model)
         wrapper.compile(optimizer=make_optimizer(schedule), loss=loss, jit_compile=jit_compile)
         # One batch per epoch: an epoch's logged loss is then that batch's loss alone.
-        wrapper.fit(data.repeat(), epochs=steps, steps_per_epoch=1, callbacks=[sweep], verbose=0)
-    finally:
-        for variable, value in zip(model.variables, saved, strict=True):
-            variable.assign(value)
+        wrapper.fit(
+            data.repeat(),
+            epochs=steps,
+            steps_per_epoch=1,
+            shuffle=False,
+            callbacks=[sweep],
+            verbose=0,
+        )
     tried = rates[: len(sweep.losses)]
     return LearningRateFinderResult(
         learning_rates=tuple(tried),
@@ -245,6 +248,17 @@ def find_learning_rate(
         suggestion=suggest_learning_rate(tried, sweep.losses, planned_steps=steps),
         stopped_early=sweep.diverged and len(sweep.losses) < steps,
     )
+
+
+@contextlib.contextmanager
+def _restored(variables: Sequence[keras.Variable]) -> Iterator[None]:
+    # Puts every value back on the way out, also when the sweep raises.
+    saved = [variable.numpy() for variable in variables]
+    try:
+        yield
+    finally:
+        for variable, value in zip(variables, saved, strict=True):
+            variable.assign(value)
 
 
 def _sweep_rates(min_lr: object, max_lr: object, steps: object) -> list[float]:
@@ -297,6 +311,7 @@ def sweep_classifier(
     augment = any(layer.name == "augmentation" for layer in clf.model.layers)
     with (
         scope,
+        _restored(clf.model.variables),  # augmenting the cached images draws random numbers
         _features.cache_features(
             clf.model, clf.backbone, train, None, views=1, augment=augment
         ) as cached,

@@ -99,7 +99,7 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore
 
     @property
     def warmup_steps(self) -> int:
-        """Steps spent rising: the warmup fraction of the steps, at least 1 if there are 2."""
+        """The number of steps spent rising (at least 1 when there are 2 steps or more)."""
         if self.total_steps < 2:
             return 0
         steps = round(self.warmup_fraction * self.total_steps)
