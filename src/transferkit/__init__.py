@@ -44,7 +44,6 @@ _LAZY = {
     "LearningRateFinderResult": "transferkit.lr_finder",
     "TrainingHistory": "transferkit.history",
     "TransferClassifier": "transferkit.classifier",
-    "LearningRateFinderResult": "transferkit.lr_finder",
     "get_backbone": "transferkit._registry",
     "list_backbones": "transferkit._registry",
     "load_classifier": "transferkit.classifier",
