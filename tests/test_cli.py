@@ -58,7 +58,7 @@ def trained(tmp_path_factory) -> SimpleNamespace:
     result = run_script(
         "train", folder,
         "--backbone", "mobilenet_v2", "--image-size", "32", "--weights", "none",
-        "--epochs", "1", "--fine-tune-epochs", "1", "--unfreeze-from", "100",
+        "--recipe", "--epochs", "1", "--fine-tune-epochs", "1", "--unfreeze-from", "100",
         "--test-split", "0.2", "--batch-size", "4", "--output", model,
     )  # fmt: skip
     return SimpleNamespace(folder=folder, model=model, result=result)
@@ -71,7 +71,7 @@ def tiny_model(tmp_path_factory) -> SimpleNamespace:
     folder = write_class_folders(root / "data", {"blue": 4, "green": 4, "red": 4})
     model = root / "tiny.keras"
     status = main(
-        ["train", str(folder), "--backbone", TINY_BACKBONE, "--weights", "none",
+        ["train", str(folder), "--backbone", TINY_BACKBONE, "--weights", "none", "--recipe",
          "--epochs", "1", "--fine-tune-epochs", "0", "--batch-size", "4", "--output", str(model)]
     )  # fmt: skip
     assert status == 0
@@ -269,7 +269,9 @@ def test_backbones_prints_the_registry_as_a_table(capsys):
         )
 
 
-@pytest.mark.parametrize("command", ["backbones", "train", "predict", "evaluate", "export"])
+@pytest.mark.parametrize(
+    "command", ["backbones", "train", "lr-find", "predict", "evaluate", "export"]
+)
 def test_every_subcommand_has_help(capsys, command):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
@@ -325,7 +327,7 @@ def test_train_without_matplotlib_saves_the_model_and_names_the_extra(
     model = tmp_path / "m.keras"
 
     status = main(
-        ["train", str(folder), "--backbone", TINY_BACKBONE, "--weights", "none",
+        ["train", str(folder), "--backbone", TINY_BACKBONE, "--weights", "none", "--recipe",
          "--epochs", "1", "--fine-tune-epochs", "0", "--output", str(model)]
     )  # fmt: skip
 
@@ -337,7 +339,7 @@ def test_train_without_matplotlib_saves_the_model_and_names_the_extra(
 
 def _train_args(folder: Path, *extra: str) -> list[str]:
     return ["train", str(folder), "--backbone", TINY_BACKBONE, "--weights", "none",
-            "--epochs", "1", *extra]  # fmt: skip
+            "--recipe", "--epochs", "1", *extra]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -356,8 +358,20 @@ def _train_args(folder: Path, *extra: str) -> list[str]:
         (lambda p: _train_args(p, "--output", str(p / "m.h5")), "--output must be a .keras file"),
         (lambda p: _train_args(p, "--unfreeze-from", "999"), "from_layer is out of range"),
         (lambda p: ["backbones", "nothing*"], "No backbone matches 'nothing*'"),
+        (
+            lambda p: ["train", str(p), "--backbone", TINY_BACKBONE, "--unfreeze-from", "3"],
+            "--fine-tune-epochs and --unfreeze-from set the recipe's stages: add --recipe",
+        ),
     ],
-    ids=["missing-folder", "unknown-backbone", "weights-size", "output", "layer", "no-match"],
+    ids=[
+        "missing-folder",
+        "unknown-backbone",
+        "weights-size",
+        "output",
+        "layer",
+        "no-match",
+        "recipe-only-option",
+    ],
 )
 def test_errors_are_one_line_and_exit_status_1(tmp_path, capsys, argv, message):
     write_class_folders(tmp_path, {"a": 2, "b": 2})
@@ -453,3 +467,44 @@ def test_predict_prints_the_probabilities_the_library_computes(tiny_model, capsy
     for row, prediction in zip(expected, printed, strict=True):
         by_name = {c["class_name"]: c["probability"] for c in prediction["predictions"]}
         np.testing.assert_allclose([by_name[n] for n in clf.class_names], row, atol=1e-6)
+
+
+# ---------------------------------------------------------------------- fit() and lr-find
+
+
+def test_train_without_recipe_runs_fit_and_prints_its_decisions(tmp_path, capsys):
+    folder = write_class_folders(tmp_path / "data", {"blue": 5, "green": 5, "red": 5})
+    model = tmp_path / "fit.keras"
+
+    status = main(
+        ["train", str(folder), "--backbone", TINY_BACKBONE, "--weights", "none",
+         "--epochs", "1", "--batch-size", "4", "--output", str(model)]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+
+    assert status == 0
+    clf = tk.load_classifier(model)
+    assert clf.history.stages[-1] == "fine_tune"
+    assert clf.unfrozen_from == 0
+    assert "Images: train 12, validation 3; classes: blue, green, red" in out
+    assert [d["name"] for d in clf.history.decisions][:2] == ["validation", "head_learning_rate"]
+    printed = [line for line in out.splitlines() if line.startswith("fit: ")]
+    assert len(printed) == len(clf.history.decisions)
+
+
+def test_lr_find_prints_the_suggestion_and_draws_the_sweep(tmp_path, capsys):
+    folder = write_class_folders(tmp_path / "data", {"a": 4, "b": 4})
+    plot = tmp_path / "lr.png"
+
+    status = main(
+        ["lr-find", str(folder), "--backbone", TINY_BACKBONE, "--weights", "none",
+         "--batch-size", "4", "--steps", "20", "--plot", str(plot)]
+    )  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+
+    assert status == 0
+    assert lines[0].startswith("Suggested learning rate: ")
+    assert float(lines[0].split(": ")[1]) > 0
+    assert f"  plot         {plot}" in lines
+    with Image.open(plot) as image:
+        assert image.format == "PNG"

@@ -42,12 +42,16 @@ from transferkit.errors import (
 
 if TYPE_CHECKING:
     from transferkit.classifier import TransferClassifier
+    from transferkit.data import DirectoryData
     from transferkit.history import Stage
 
 __all__ = ["main"]
 
 _PROG = "transferkit"
 _MAX_TOP_K = 5
+# The recipe's epochs for each stage (--recipe), and fit()'s validation split in the CLI.
+_RECIPE_EPOCHS = 10
+_FIT_VALIDATION_SPLIT = 0.2
 # Images decoded at a time by `predict`, so a large folder never sits in memory at once.
 _PREDICT_CHUNK = 256
 # The level TF_CPP_MIN_LOG_LEVEL gets when the user has not set it: errors only.
@@ -164,6 +168,20 @@ def _image_size_option() -> argparse.ArgumentParser:
     return parser
 
 
+@functools.cache
+def _backbone_options() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
+        "--backbone", default="mobilenet_v2", help="a backbone name (default: mobilenet_v2)"
+    )
+    parser.add_argument(
+        "--weights",
+        default="imagenet",
+        help="'imagenet', 'none' (random) or the path of a weights file (default: imagenet)",
+    )
+    return parser
+
+
 # ---------------------------------------------------------------------- backbones
 
 
@@ -206,41 +224,29 @@ def _backbones(args: argparse.Namespace) -> int:
 def _add_train(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "train",
-        parents=[_image_size_option(), _batch_size_option(), _table_options(), _label_options()],
+        parents=[
+            _backbone_options(),
+            _image_size_option(),
+            _batch_size_option(),
+            _table_options(),
+            _label_options(),
+        ],
         help="train a classifier on a folder of images or a CSV table of them",
         description=(
             "Train a classifier on DATA_DIR: a folder with one subfolder of images per class, "
             "or train/ and validation/ (and test/) folders of them; or on --csv, a table of "
             "image file names and their labels (several per image for a multi-label "
-            "classifier). Stage one trains a new head on the frozen backbone; stage two "
-            "fine-tunes the top of the backbone. The model is saved to --output, with its "
-            "history plot beside it."
+            "classifier). By default with "
+            "TransferClassifier.fit(): the head at the learning-rate finder's rate, then the "
+            "whole backbone fine-tuned, with early stopping on a validation set (held out of "
+            "the images when there is no validation/ folder). With --recipe, the tutorial's "
+            "fixed settings instead: 10 head epochs at Adam 1e-4, then 10 epochs of RMSprop "
+            "1e-5 from --unfreeze-from. The model is saved to --output, with its history "
+            "plot beside it."
         ),
     )
     parser.add_argument("data_dir", type=Path, nargs="?", help="the folder of images")
-    parser.add_argument(
-        "--backbone", default="mobilenet_v2", help="a backbone name (default: mobilenet_v2)"
-    )
-    parser.add_argument(
-        "--weights",
-        default="imagenet",
-        help="'imagenet', 'none' (random) or the path of a weights file (default: imagenet)",
-    )
-    parser.add_argument(
-        "--epochs", type=_positive_int, default=10, help="head epochs (default: 10)"
-    )
-    parser.add_argument(
-        "--fine-tune-epochs",
-        type=_non_negative_int,
-        default=10,
-        help="fine-tuning epochs; 0 skips fine-tuning (default: 10)",
-    )
-    parser.add_argument(
-        "--unfreeze-from",
-        type=_layer,
-        help="the backbone layer (index or name) fine-tuning starts at (default: the whole "
-        "backbone; the recipe uses 100 for mobilenet_v2)",
-    )
+    _add_training_options(parser)
     parser.add_argument(
         "--validation-split",
         type=_fraction,
@@ -263,13 +269,45 @@ def _add_train(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--recipe",
+        action="store_true",
+        help="train with the tutorial's fixed settings (fit_head, unfreeze, fine_tune) "
+        "instead of fit()",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=_positive_int,
+        help="fit(): fine-tuning epochs (default: a budget of optimizer steps); "
+        "--recipe: head epochs (default: 10)",
+    )
+    parser.add_argument(
+        "--fine-tune-epochs",
+        type=_non_negative_int,
+        help="--recipe only: fine-tuning epochs; 0 skips fine-tuning (default: 10)",
+    )
+    parser.add_argument(
+        "--unfreeze-from",
+        type=_layer,
+        help="--recipe only: the backbone layer (index or name) fine-tuning starts at "
+        "(default: the whole backbone; the recipe uses 100 for mobilenet_v2)",
+    )
+
+
 def _train(args: argparse.Namespace) -> int:
-    from transferkit import _freezing
     from transferkit._registry import get_backbone
     from transferkit.classifier import TransferClassifier
 
     # Check everything cheap before reading the images, and those before training.
     _check_data_source(args)
+    if not args.recipe and (args.fine_tune_epochs is not None or args.unfreeze_from is not None):
+        msg = (
+            "--fine-tune-epochs and --unfreeze-from set the recipe's stages: add --recipe, or "
+            "leave them out to let fit() decide. Received: "
+            f"--fine-tune-epochs={args.fine_tune_epochs}, --unfreeze-from={args.unfreeze_from}"
+        )
+        raise InvalidArgumentError(msg)
     spec = get_backbone(args.backbone)
     image_size = spec.resolve_image_size(args.image_size)
     weights = None if args.weights == "none" else args.weights
@@ -301,32 +339,17 @@ def _train(args: argparse.Namespace) -> int:
         weights=weights,
         multi_label=multi_label,
     )
-    unfreeze_from = (
-        _freezing.resolve_layer_index(clf.backbone, args.unfreeze_from)
-        if args.fine_tune_epochs
-        else None
-    )
     # Keras' progress bar on a terminal; one line per epoch in a log file.
     verbose = 1 if sys.stdout.isatty() else 2
-    print(f"Stage 1: training the head for {_epochs(args.epochs)}", flush=True)
-    clf.fit_head(
-        data.train,
-        validation_data=data.validation,
-        epochs=args.epochs,
-        class_weight=args.class_weight,
-        verbose=verbose,
-    )
-    if unfreeze_from is not None:
-        clf.unfreeze(unfreeze_from)
-        print(
-            f"Stage 2: fine-tuning from backbone layer {unfreeze_from} of "
-            f"{len(clf.backbone.layers)} for {_epochs(args.fine_tune_epochs)}",
-            flush=True,
-        )
-        clf.fine_tune(
+    if args.recipe:
+        _train_recipe(clf, data, args, verbose)
+    else:
+        print("Training with fit(): finder, head, whole backbone fine-tuned", flush=True)
+        clf.fit(
             data.train,
             validation_data=data.validation,
-            epochs=args.fine_tune_epochs,
+            epochs=args.epochs,
+            seed=args.seed,
             class_weight=args.class_weight,
             verbose=verbose,
         )
@@ -356,6 +379,42 @@ def _train(args: argparse.Namespace) -> int:
     for key, value in summary:
         print(f"  {key:<13}{value}")
     return 0
+
+
+def _train_recipe(
+    clf: TransferClassifier, data: DirectoryData, args: argparse.Namespace, verbose: int
+) -> None:
+    """The tutorial's two stages at its fixed settings (``--recipe``)."""
+    from transferkit import _freezing
+
+    head_epochs = args.epochs or _RECIPE_EPOCHS
+    tune_epochs = _RECIPE_EPOCHS if args.fine_tune_epochs is None else args.fine_tune_epochs
+    unfreeze_from = (
+        _freezing.resolve_layer_index(clf.backbone, args.unfreeze_from) if tune_epochs else None
+    )
+    print(f"Stage 1: training the head for {_epochs(head_epochs)}", flush=True)
+    clf.fit_head(
+        data.train,
+        validation_data=data.validation,
+        epochs=head_epochs,
+        class_weight=args.class_weight,
+        verbose=verbose,
+    )
+    if unfreeze_from is None:
+        return
+    clf.unfreeze(unfreeze_from)
+    print(
+        f"Stage 2: fine-tuning from backbone layer {unfreeze_from} of "
+        f"{len(clf.backbone.layers)} for {_epochs(tune_epochs)}",
+        flush=True,
+    )
+    clf.fine_tune(
+        data.train,
+        validation_data=data.validation,
+        epochs=tune_epochs,
+        class_weight=args.class_weight,
+        verbose=verbose,
+    )
 
 
 def _last_epoch(clf: TransferClassifier, stage: Stage) -> str:
@@ -474,26 +533,35 @@ def _shown(path: Path | None) -> str:
     return "None" if path is None else repr(os.fspath(path))
 
 
-def _training_data(args: argparse.Namespace, image_size: tuple[int, int]) -> Any:
+def _training_data(args: argparse.Namespace, image_size: tuple[int, int]) -> DirectoryData:
+    """The folder's or table's splits; fit() holds validation images out when there is none."""
     from transferkit import data
 
-    if args.csv is None:
-        return data.from_directory(
-            args.data_dir,
+    def load(validation_split: float | None) -> DirectoryData:
+        if args.csv is None:
+            return data.from_directory(
+                args.data_dir,
+                image_size,
+                args.batch_size,
+                validation_split=validation_split,
+                test_split=args.test_split,
+                seed=args.seed,
+            )
+        return _read_table(  # type: ignore[no-any-return]
+            args,
             image_size,
-            args.batch_size,
-            validation_split=args.validation_split,
+            validation_split=validation_split,
             test_split=args.test_split,
             seed=args.seed,
+            multi_label=True if args.multi_label else None,
         )
-    return _read_table(
-        args,
-        image_size,
-        validation_split=args.validation_split,
-        test_split=args.test_split,
-        seed=args.seed,
-        multi_label=True if args.multi_label else None,
-    )
+
+    loaded = load(args.validation_split)
+    if args.recipe or loaded.validation is not None:
+        return loaded
+    # fit() validates on a split of the images when there is no validation split; have the
+    # loader make it, so the images stream rather than sit in memory.
+    return load(_FIT_VALIDATION_SPLIT)
 
 
 def _read_table(args: argparse.Namespace, image_size: tuple[int, int], **options: Any) -> Any:
@@ -536,6 +604,59 @@ def _class_weight(text: str) -> str | dict[str, float]:
         msg = f"must be 'balanced' or NAME=WEIGHT pairs such as cat=1,dog=4, not {text!r}"
         raise argparse.ArgumentTypeError(msg) from None
     return weights
+
+
+# ---------------------------------------------------------------------- lr-find
+
+
+def _add_lr_find(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "lr-find",
+        parents=[_backbone_options(), _image_size_option(), _batch_size_option()],
+        help="suggest a learning rate for the head",
+        description=(
+            "Run the learning-rate finder on the head of a new classifier for DATA_DIR (its "
+            "train/ folder if it has one): train a few batches at exponentially growing "
+            "rates, on cached backbone features, and print the suggested rate (fastai's "
+            "valley rule). Nothing is saved but the --plot."
+        ),
+    )
+    parser.add_argument("data_dir", type=Path, help="the folder of images")
+    parser.add_argument(
+        "--steps", type=_positive_int, default=100, help="batches to sweep (default: 100)"
+    )
+    parser.add_argument("--plot", type=Path, help="draw the loss against the rate to this PNG")
+    return parser
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    from transferkit._registry import get_backbone
+    from transferkit.classifier import TransferClassifier
+    from transferkit.data import from_directory
+
+    spec = get_backbone(args.backbone)
+    image_size = spec.resolve_image_size(args.image_size)
+    weights = None if args.weights == "none" else args.weights
+    spec.check_weights(weights, image_size)
+    data = from_directory(args.data_dir, image_size, args.batch_size)
+    clf = TransferClassifier(
+        spec, class_names=data.class_names, image_size=image_size, weights=weights
+    )
+    result = clf.find_learning_rate(data.train, stage="head", steps=args.steps)
+    lowest = result.learning_rates[min(range(len(result.losses)), key=result.losses.__getitem__)]
+    print(f"Suggested learning rate: {result.suggestion:.2e}")
+    stopped = ", stopped: the loss diverged" if result.stopped_early else ""
+    print(
+        f"  rates tried  {result.learning_rates[0]:.1e} to {result.learning_rates[-1]:.1e}"
+        f" ({len(result.learning_rates)} batches{stopped})"
+    )
+    print(f"  lowest loss  at {lowest:.1e}")
+    if args.plot is not None:
+        try:
+            print(f"  plot         {os.fspath(result.plot(args.plot))}")
+        except MissingDependencyError as exc:
+            print(f"  plot         not written: {exc}")
+    return 0
 
 
 # ---------------------------------------------------------------------- predict
@@ -813,6 +934,7 @@ _SUBCOMMANDS: tuple[
 ] = (
     (_add_backbones, _backbones),
     (_add_train, _train),
+    (_add_lr_find, _lr_find),
     (_add_predict, _predict),
     (_add_evaluate, _evaluate),
     (_add_export, _export),

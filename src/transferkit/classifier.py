@@ -27,6 +27,7 @@ import tensorflow as tf
 from transferkit import (
     _class_weights,
     _features,
+    _fit,
     _freezing,
     _graph,
     _inputs,
@@ -510,6 +511,78 @@ class TransferClassifier:
             options,
             default_optimizer=keras.optimizers.RMSprop,
             default_rate=self._head_learning_rate * _FINE_TUNE_RATE_FACTOR,
+        )
+
+    def fit(
+        self,
+        data: _inputs.LabeledData,
+        *,
+        validation_data: _inputs.LabeledData | None = None,
+        epochs: int | None = None,
+        validation_split: float = 0.2,
+        learning_rate: float | None = None,
+        batch_size: int = 32,
+        callbacks: Sequence[keras.callbacks.Callback] | None = None,
+        verbose: Verbose = "auto",
+        seed: int = 0,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        class_weight: ClassWeight = None,
+    ) -> TrainingHistory:
+        """The whole job in one call: head, unfreeze, fine-tune, with measured defaults.
+
+        1. Without ``validation_data``, holds out ``validation_split`` of each class
+           (seeded; a folder with a ``validation/`` folder uses it).
+        2. Trains the head with Adam at the :meth:`find_learning_rate` suggestion, a
+           cosine schedule and about 150 optimizer steps, stopping early on the
+           validation loss and keeping the best epoch.
+        3. Unfreezes the whole backbone (BatchNormalization stays frozen).
+        4. Fine-tunes with Adam at the head's rate, a cosine schedule with warmup and
+           about 80 optimizer steps, stopping early on the validation loss and keeping
+           the best epoch.
+
+        Budgets count optimizer steps, so they scale with the data. Every decision (the
+        split, the rates, the layer, the epochs budgeted and run) is recorded in
+        ``history.decisions`` and printed, one line each, unless ``verbose=0``. See the
+        transfer-quality page of the docs for the measurements behind the defaults;
+        :meth:`fit_head` and :meth:`fine_tune` remain for the recipe's fixed settings.
+
+        Args:
+            data: as for :meth:`fit_head`.
+            validation_data: as for :meth:`fit_head`; None holds a split out of ``data``.
+            epochs: int. Fine-tuning epochs, instead of the step budget. Defaults to None.
+            validation_split: float in (0, 1). The fraction of each class held out when
+                there is no ``validation_data``. Defaults to 0.2.
+            learning_rate: float. The head's rate instead of the finder's (fine-tuning's
+                follows it). Defaults to None.
+            batch_size: int. Batch size for arrays. Defaults to 32.
+            callbacks: Keras callbacks, passed to both stages.
+            verbose: Keras' progress output, and whether decisions are printed.
+            seed: int. Seed of the validation split. Defaults to 0.
+            checkpoint_dir: as for :meth:`fit_head`: run the same ``fit`` again with the
+                same folder to resume; the finder's suggestion is kept there too.
+            class_weight: as for :meth:`fit_head`, in both stages. Defaults to None.
+
+        Returns:
+            :attr:`history`, with both stages' epochs and the decisions.
+
+        Raises:
+            DataError: a class has too few images to hold one out for validation.
+            InvalidArgumentError: a multi-label classifier without ``validation_data``.
+            TrainingDivergedError: as for :meth:`fit_head`.
+        """
+        return _fit.fit(
+            self,
+            data,
+            validation_data=validation_data,
+            epochs=epochs,
+            validation_split=validation_split,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            callbacks=callbacks,
+            verbose=verbose,
+            seed=seed,
+            checkpoint_dir=checkpoint_dir,
+            class_weight=class_weight,
         )
 
     def find_learning_rate(

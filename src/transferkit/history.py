@@ -27,12 +27,17 @@ class TrainingHistory:
         class_weights: list. The class weights each epoch trained with, aligned with
             ``epochs``: None, or ``{"positive": {class: weight}}`` (multi-label weights also
             have ``"negative"``); see ``class_weight`` of ``fit_head``.
+        decisions: list of dict. What :meth:`~transferkit.TransferClassifier.fit` decided,
+            in order: one ``{"name": ..., "value": ..., "reason": ...}`` per decision (the
+            validation split, the learning rates found, the layer unfrozen from, the epochs
+            budgeted and run). Empty after ``fit_head``/``fine_tune`` alone.
     """
 
     epochs: list[int] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
     metrics: dict[str, list[float]] = field(default_factory=dict)
     class_weights: list[dict[str, Any] | None] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def next_epoch(self) -> int:
@@ -82,6 +87,7 @@ class TrainingHistory:
                 for name, values in self.metrics.items()
             },
             "class_weights": list(self.class_weights),
+            "decisions": [dict(decision) for decision in self.decisions],
         }
 
     @classmethod
@@ -96,4 +102,15 @@ class TrainingHistory:
             },
             # Files written before class weights existed trained without them.
             class_weights=list(data.get("class_weights", [None] * len(data["epochs"]))),
+            decisions=[dict(decision) for decision in data.get("decisions", [])],
         )
+
+    def decide(self, name: str, value: Any, reason: str) -> None:
+        """Records one of :meth:`~transferkit.TransferClassifier.fit`'s decisions.
+
+        Args:
+            name: what was decided (``"head_learning_rate"``).
+            value: the JSON-ready value decided.
+            reason: why, in a few words.
+        """
+        self.decisions.append({"name": name, "value": value, "reason": reason})
