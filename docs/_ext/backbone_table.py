@@ -91,7 +91,7 @@ def backbone_rows() -> list[tuple[str, ...]]:
                 _imagenet_sizes(backbone),
                 str(backbone.min_image_size),
                 "—" if backbone.parameters is None else f"{backbone.parameters:,}",
-                str(backbone.feature_channels),
+                "—" if backbone.feature_channels is None else str(backbone.feature_channels),
                 _preprocessing(backbone.preprocessing),
             )
         )

@@ -1,0 +1,344 @@
+"""keras-hub backbones through the registry, on tiny real keras-hub models saved as presets.
+
+Nothing is downloaded: each test builds a small keras-hub network from its constructor, saves
+it with keras-hub's own ``save_to_preset`` (the image converter with it) into a temporary
+folder, and loads it through transferkit by that path, so the real ``from_preset`` code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import transferkit as tk
+from transferkit import _freezing
+from transferkit._tokens import PatchGrid, TokenPooling
+from transferkit.errors import (
+    InvalidArgumentError,
+    InvalidImageSizeError,
+    UnknownBackboneError,
+    UnknownLayerError,
+    WeightsUnavailableError,
+)
+
+SIZE = 32
+# DINOv2-like per-channel normalization, so the converter's scale and offset are not trivial.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def images(count: int = 3, size: int = SIZE, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (count, size, size, 3)).astype("float32")
+
+
+def save_preset(folder: Path, network: keras.Model, converter: keras.layers.Layer) -> str:
+    network.save_to_preset(str(folder))
+    converter.save_to_preset(str(folder))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def vit_preset(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, keras.Model, keras.Layer]:
+    keras.utils.set_random_seed(1)
+    network = keras_hub.models.ViTBackbone(
+        image_shape=(SIZE, SIZE, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=16,
+        mlp_dim=32,
+    )  # fmt: skip
+    converter = keras_hub.layers.ViTImageConverter(
+        image_size=(SIZE, SIZE), scale=1 / 127.5, offset=-1.0
+    )
+    return save_preset(tmp_path_factory.mktemp("vit"), network, converter), network, converter
+
+
+@pytest.fixture(scope="module")
+def dinov2_preset(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[str, keras.Model, keras.Layer]:
+    keras.utils.set_random_seed(2)
+    network = keras_hub.models.DINOV2Backbone(
+        patch_size=8, num_layers=2, hidden_dim=16, num_heads=2, intermediate_dim=32,
+        num_register_tokens=2, image_shape=(SIZE, SIZE, 3), position_embedding_shape=(SIZE, SIZE),
+    )  # fmt: skip
+    converter = keras_hub.layers.DINOV2ImageConverter(
+        image_size=(SIZE, SIZE),
+        scale=[1 / (255 * s) for s in STD],
+        offset=[-m / s for m, s in zip(MEAN, STD, strict=True)],
+    )
+    return save_preset(tmp_path_factory.mktemp("dinov2"), network, converter), network, converter
+
+
+@pytest.fixture(scope="module")
+def resnet_preset(tmp_path_factory: pytest.TempPathFactory) -> str:
+    keras.utils.set_random_seed(3)
+    network = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64],
+        stackwise_num_blocks=[1], stackwise_num_strides=[1], block_type="basic_block",
+        image_shape=(None, None, 3),
+    )  # fmt: skip
+    converter = keras_hub.layers.ResNetImageConverter(
+        image_size=(SIZE, SIZE), scale=1 / 255.0, offset=None
+    )
+    return save_preset(tmp_path_factory.mktemp("resnet"), network, converter)
+
+
+def head_model(spec: tk.Backbone, backbone: keras.Model, pooling: str | None = None):
+    """The classifier's graph in small: backbone (inference mode), pooling, dense logits."""
+    inputs = keras.Input(backbone.input_shape[1:])
+    features = spec.pooling_layer(backbone, pooling)(backbone(inputs, training=False))
+    return keras.Model(inputs, keras.layers.Dense(2, name="logits")(features))
+
+
+# ---------------------------------------------------------------------- listing and names
+
+
+def test_keras_hub_presets_are_listed_with_family_size_and_parameters_from_metadata() -> None:
+    listed = tk.list_backbones("keras_hub:*")
+    metadata = keras_hub.models.DINOV2Backbone.presets["dinov2_small"]["metadata"]
+
+    assert {"keras_hub:dinov2_small", "keras_hub:vit_base_patch16_384_imagenet"} <= set(listed)
+    assert set(listed) <= set(tk.list_backbones())
+    small = tk.get_backbone("keras_hub:dinov2_small")
+    assert (small.family, small.parameters, small.pooling) == ("dinov2", metadata["params"], "cls")
+    vit = tk.get_backbone("keras_hub:vit_base_patch16_384_imagenet")
+    assert (vit.family, vit.default_image_size, vit.weight_sizes) == ("vit", 384, (384,))
+    assert tk.get_backbone("keras_hub:resnet_50_imagenet").pooling == "avg"
+
+
+def test_unknown_keras_hub_preset_names_the_close_matches() -> None:
+    with pytest.raises(UnknownBackboneError, match="keras_hub:dinov2_small") as caught:
+        tk.get_backbone("keras_hub:dinov2_smal")
+    assert "Received: backbone='keras_hub:dinov2_smal'" in str(caught.value)
+
+
+def test_without_keras_hub_names_raise_missing_dependency_and_listing_skips_them() -> None:
+    script = """
+import sys
+import transferkit as tk
+from transferkit.errors import MissingDependencyError
+assert "keras_hub" not in sys.modules  # importing transferkit does not import keras-hub
+tk.list_backbones("mobilenet*")
+assert "keras_hub" not in sys.modules  # nor does a pattern that cannot match its names
+sys.modules["keras_hub"] = None  # what an environment without the extra looks like
+assert not any(name.startswith("keras_hub:") for name in tk.list_backbones())
+try:
+    tk.get_backbone("keras_hub:dinov2_small")
+except MissingDependencyError as exc:
+    print(exc)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert "pip install 'transferkit[hub]'" in result.stdout
+
+
+def test_remote_preset_offline_raises_weights_unavailable_with_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Point kagglehub at a local port that refuses, so nothing can be downloaded even online.
+    monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "TEST")
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path))
+    spec = tk.get_backbone("keras_hub:deit_tiny_distilled_patch16_224_imagenet")
+    with pytest.raises(WeightsUnavailableError, match="save_to_preset") as caught:
+        spec.build(224)
+    assert "deit_tiny_distilled_patch16_224_imagenet" in str(caught.value)
+
+
+def test_a_folder_that_is_not_a_supported_image_backbone_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"class_name": "BertBackbone"}))
+    with pytest.raises(InvalidArgumentError, match="BertBackbone"):
+        tk.get_backbone(str(tmp_path))
+
+
+# ---------------------------------------------------------------------- loading, preprocessing
+
+
+def test_preset_folder_loads_through_from_preset_with_the_converter_inside(vit_preset) -> None:
+    folder, network, converter = vit_preset
+    spec = tk.get_backbone(folder)
+    backbone = spec.build(SIZE)
+    x = images()
+
+    assert spec is tk.get_backbone(folder)
+    assert spec.name == "keras_hub:" + str(Path(folder).resolve())
+    assert tk.get_backbone(spec.name).default_image_size == SIZE
+    assert (spec.family, spec.pooling, spec.preprocessing) == ("vit", "cls", "none")
+    # Same weights, same preprocessing: the model on raw pixels is keras-hub's own pipeline.
+    np.testing.assert_array_equal(backbone(x), network(converter(x)))
+
+
+def test_per_channel_preprocessing_equals_the_keras_hub_converter(dinov2_preset) -> None:
+    folder, network, converter = dinov2_preset
+    backbone = tk.get_backbone(folder).build(SIZE)
+    rescaling = backbone.get_layer("converter_rescaling")
+    x = images(seed=5)
+
+    np.testing.assert_array_equal(rescaling(x), converter(x))
+    np.testing.assert_allclose(backbone(x), network({"images": converter(x)}), atol=1e-6)
+
+
+def test_weights_none_builds_the_preset_architecture_randomly_initialized(vit_preset) -> None:
+    folder, network, _ = vit_preset
+    backbone = tk.get_backbone(folder).build(SIZE, weights=None)
+    assert backbone.count_params() == network.count_params()
+    assert not np.allclose(backbone(images()), network(images()))
+
+
+def test_fixed_size_families_refuse_pretrained_weights_at_another_size(vit_preset) -> None:
+    spec = tk.get_backbone(vit_preset[0])
+    with pytest.raises(InvalidImageSizeError, match="32"):
+        spec.build(48)
+    assert spec.build(48, weights=None).output.shape[1:] == (37, 16)  # 6x6 patches + class
+
+
+def test_dinov2_interpolates_its_position_embeddings_to_other_sizes(dinov2_preset) -> None:
+    backbone = tk.get_backbone(dinov2_preset[0]).build(48)
+    assert backbone(images(size=48)).shape == (3, 1 + 2 + 36, 16)
+
+
+# ---------------------------------------------------------------------- pooling and feature maps
+
+
+def test_token_pooling_takes_the_class_token_or_the_mean_of_patch_tokens(dinov2_preset) -> None:
+    spec = tk.get_backbone(dinov2_preset[0])
+    backbone = spec.build(SIZE)
+    tokens = backbone(images()).numpy()  # class token, 2 registers, 16 patches
+
+    cls = spec.pooling_layer(backbone)
+    mean = spec.pooling_layer(backbone, "mean")
+    assert isinstance(cls, TokenPooling)
+    assert (cls.mode, cls.prefix_tokens) == ("cls", 3)
+    np.testing.assert_array_equal(cls(tokens), tokens[:, 0])
+    np.testing.assert_allclose(mean(tokens), tokens[:, 3:].mean(axis=1), rtol=1e-6)
+
+
+def test_pooling_must_fit_the_output(vit_preset, resnet_preset) -> None:
+    vit_spec = tk.get_backbone(vit_preset[0])
+    resnet_spec = tk.get_backbone(resnet_preset)
+    with pytest.raises(InvalidArgumentError, match="token sequence"):
+        vit_spec.pooling_layer(vit_spec.build(SIZE), "avg")
+    resnet = resnet_spec.build(SIZE)
+    with pytest.raises(InvalidArgumentError, match="feature map"):
+        resnet_spec.pooling_layer(resnet, "cls")
+    assert isinstance(resnet_spec.pooling_layer(resnet), keras.layers.GlobalAveragePooling2D)
+
+
+def test_feature_map_lays_patch_tokens_on_their_grid(dinov2_preset, resnet_preset) -> None:
+    spec = tk.get_backbone(dinov2_preset[0])
+    backbone = spec.build(SIZE)
+    tokens = backbone(images()).numpy()
+    grid = spec.feature_map(backbone)(images()).numpy()
+
+    assert grid.shape == (3, 4, 4, 16)
+    np.testing.assert_array_equal(grid[:, 1, 2], tokens[:, 3 + 1 * 4 + 2])
+    resnet_spec = tk.get_backbone(resnet_preset)
+    resnet = resnet_spec.build(SIZE)
+    assert resnet_spec.feature_map(resnet) is resnet
+    with pytest.raises(InvalidArgumentError, match="square"):
+        PatchGrid(prefix_tokens=2)(tokens)
+
+
+# ---------------------------------------------------------------------- freezing by block
+
+
+def test_a_vit_is_frozen_by_transformer_block(vit_preset) -> None:
+    spec = tk.get_backbone(vit_preset[0])
+    backbone = spec.build(SIZE)
+    blocks = spec.layout_of(backbone).blocks
+    names = [block[0].name for block in blocks]
+
+    assert names == ["vit_patching_and_embedding", "transformer_block_1", "transformer_block_2"]
+    index = _freezing.resolve_layer_index(backbone, -1, blocks)
+    _freezing.unfreeze_from(backbone, index, blocks)
+    trainable = {v.path for v in backbone.trainable_weights}
+    last_block = {v.path for v in blocks[-1][0].weights}
+    final_norm = {v.path for v in backbone.get_layer("vi_t_backbone").get_layer("vit_encoder")
+                  .layer_norm.weights}  # fmt: skip
+    assert trainable == last_block | final_norm
+    with pytest.raises(UnknownLayerError, match="3 blocks"):
+        _freezing.resolve_layer_index(backbone, 3, blocks)
+    assert _freezing.resolve_layer_index(backbone, "transformer_block_2", blocks) == 2
+
+
+def test_layer_norm_trains_with_its_block_and_frozen_blocks_stay_bit_identical(
+    vit_preset,
+) -> None:
+    spec = tk.get_backbone(vit_preset[0])
+    backbone = spec.build(SIZE)
+    blocks = spec.layout_of(backbone).blocks
+    _freezing.freeze(backbone)
+    _freezing.unfreeze_from(backbone, 2, blocks)  # the last transformer block
+    model = head_model(spec, backbone)
+    model.compile(keras.optimizers.SGD(0.5), keras.losses.SparseCategoricalCrossentropy(True))
+    frozen = {v.path: v.numpy().copy() for block in blocks[:2] for v in block[0].weights}
+    norms = [
+        layer
+        for layer in blocks[2][0]._flatten_layers()
+        if isinstance(layer, keras.layers.LayerNormalization)
+    ]
+    norm_before = [v.numpy().copy() for layer in norms for v in layer.weights]
+
+    model.fit(images(8), np.arange(8) % 2, epochs=1, batch_size=4, verbose=0)
+
+    assert norms
+    assert all(layer.trainable for layer in norms)
+    for block in blocks[:2]:
+        for variable in block[0].weights:
+            np.testing.assert_array_equal(variable.numpy(), frozen[variable.path])
+    norm_after = [v.numpy() for layer in norms for v in layer.weights]
+    assert any(not np.array_equal(a, b) for a, b in zip(norm_before, norm_after, strict=True))
+
+
+def test_keras_hub_cnn_batch_norm_stays_in_inference_mode_when_unfrozen(resnet_preset) -> None:
+    spec = tk.get_backbone(resnet_preset)
+    backbone = spec.build(SIZE)
+    blocks = spec.layout_of(backbone).blocks
+    _freezing.unfreeze_from(backbone, 0, blocks)
+    norms = _freezing.batch_norm_layers(backbone)
+    statistics = [v.numpy().copy() for layer in norms for v in layer.weights]
+    model = head_model(spec, backbone)
+    model.compile(keras.optimizers.SGD(0.5), keras.losses.SparseCategoricalCrossentropy(True))
+
+    model.fit(images(8), np.arange(8) % 2, epochs=1, batch_size=4, verbose=0)
+
+    assert len(blocks) == len(backbone.get_layer(index=2).layers)
+    assert norms
+    assert not any(layer.trainable for layer in norms)
+    after = [v.numpy() for layer in norms for v in layer.weights]
+    for old, new in zip(statistics, after, strict=True):
+        np.testing.assert_array_equal(old, new)
+
+
+# ---------------------------------------------------------------------- save, load, export
+
+
+def test_model_with_a_keras_hub_backbone_round_trips_in_safe_mode(dinov2_preset, tmp_path):
+    spec = tk.get_backbone(dinov2_preset[0])
+    model = head_model(spec, spec.build(SIZE), "mean")
+    path = tmp_path / "model.keras"
+    model.save(path)
+
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    backbone = next(layer for layer in loaded.layers if isinstance(layer, keras.Model))
+
+    np.testing.assert_allclose(loaded.predict(images(), verbose=0), model.predict(images(),
+                               verbose=0), atol=1e-6)  # fmt: skip
+    assert spec.layout_of(backbone).prefix_tokens == 3
+    assert len(spec.layout_of(backbone).blocks) == 3  # embeddings, then two layers
+
+
+def test_model_with_a_keras_hub_backbone_exports_to_saved_model(vit_preset, tmp_path) -> None:
+    spec = tk.get_backbone(vit_preset[0])
+    model = head_model(spec, spec.build(SIZE))
+    model.export(str(tmp_path / "saved"), format="tf_saved_model", verbose=False)
+
+    reloaded = tf.saved_model.load(str(tmp_path / "saved"))  # keep it: it owns the variables
+    served = reloaded.serve(tf.constant(images()))
+    np.testing.assert_allclose(served, model.predict(images(), verbose=0), atol=1e-5)
