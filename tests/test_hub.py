@@ -20,7 +20,6 @@ import tensorflow as tf
 
 import transferkit as tk
 from transferkit import _freezing
-from transferkit._tokens import PatchGrid, TokenPooling
 from transferkit.errors import (
     InvalidArgumentError,
     InvalidImageSizeError,
@@ -28,6 +27,7 @@ from transferkit.errors import (
     UnknownLayerError,
     WeightsUnavailableError,
 )
+from transferkit.pooling import PatchGrid, TokenPooling
 
 SIZE = 32
 # DINOv2-like per-channel normalization, so the converter's scale and offset are not trivial.
@@ -241,8 +241,8 @@ def test_feature_map_lays_patch_tokens_on_their_grid(dinov2_preset, resnet_prese
     resnet_spec = tk.get_backbone(resnet_preset)
     resnet = resnet_spec.build(SIZE)
     assert resnet_spec.feature_map(resnet) is resnet
-    with pytest.raises(InvalidArgumentError, match="square"):
-        PatchGrid(prefix_tokens=2)(tokens)
+    with pytest.raises(InvalidArgumentError, match="rows"):
+        PatchGrid(0, 4)
 
 
 # ---------------------------------------------------------------------- freezing by block
@@ -342,3 +342,31 @@ def test_model_with_a_keras_hub_backbone_exports_to_saved_model(vit_preset, tmp_
     reloaded = tf.saved_model.load(str(tmp_path / "saved"))  # keep it: it owns the variables
     served = reloaded.serve(tf.constant(images()))
     np.testing.assert_allclose(served, model.predict(images(), verbose=0), atol=1e-5)
+
+
+def test_siglip_uses_the_vision_tower_tokens_before_its_attention_pooling_head(tmp_path) -> None:
+    vision = keras_hub.models.SigLIPVisionEncoder(
+        patch_size=8, hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=32,
+        image_shape=(SIZE, SIZE, 3),
+    )  # fmt: skip
+    text = keras_hub.models.SigLIPTextEncoder(
+        vocabulary_size=50, embedding_dim=16, hidden_dim=16, num_layers=1, num_heads=2,
+        intermediate_dim=32, max_sequence_length=8,
+    )  # fmt: skip
+    converter = keras_hub.layers.SigLIPImageConverter(
+        image_size=(SIZE, SIZE), scale=1 / 127.5, offset=-1.0
+    )
+    folder = save_preset(tmp_path, keras_hub.models.SigLIPBackbone(vision, text), converter)
+    spec = tk.get_backbone(folder)
+    backbone = spec.build(SIZE)
+    x = images()
+    tokens_layer = vision.get_layer(next(n.name for n in vision.layers if "post_layer" in n.name))
+    expected = keras.Model(vision.input, tokens_layer.output)({"images": converter(x)})
+
+    assert (spec.family, spec.pooling) == ("siglip", "mean")
+    np.testing.assert_allclose(backbone(x), expected, atol=1e-6)
+    assert spec.layout_of(backbone).prefix_tokens == 0
+    assert len(spec.layout_of(backbone).blocks) == 3
+    assert spec.feature_map(backbone)(x).shape == (3, 4, 4, 16)
+    with pytest.raises(InvalidImageSizeError, match="preset's size only"):
+        spec.build(48, weights=None)

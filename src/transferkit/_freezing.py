@@ -54,9 +54,7 @@ def _blocks(backbone: keras.Model, blocks: Sequence[Block] | None) -> Sequence[B
     return [(layer,) for layer in backbone.layers] if blocks is None else blocks
 
 
-def unfreeze_from(
-    backbone: keras.Model, index: int, blocks: Sequence[Block] | None = None
-) -> None:
+def unfreeze_from(backbone: keras.Model, index: int, blocks: Sequence[Block] | None = None) -> None:
     """Makes ``blocks[index:]`` trainable except BatchNormalization layers.
 
     Args:

@@ -60,23 +60,24 @@ class _Family:
     # of the blocks; empty blocks means one block per layer of the keras-hub network.
     stem: tuple[str, ...] = ()
     blocks: tuple[str, ...] = ()
-    prefix_tokens: Callable[[Any], int] = lambda network: 0
+    # The special tokens before the patch tokens, from the network's configuration.
+    prefix_tokens: Callable[[Callable[[str], Any]], int] = lambda config: 0
 
 
 # fmt: off
 _FAMILIES: dict[str, _Family] = {
     "ViTBackbone": _Family(
         "vit", "cls", fixed_size=True, stem=("ViTPatchingAndEmbedding",),
-        blocks=("ViTEncoderBlock",), prefix_tokens=lambda n: int(n.use_class_token)),
+        blocks=("ViTEncoderBlock",), prefix_tokens=lambda c: int(c("use_class_token"))),
     "DeiTBackbone": _Family(
         "deit", "cls", fixed_size=True, stem=("DeiTEmbeddings",), blocks=("DeiTEncoderBlock",),
-        prefix_tokens=lambda n: 2),  # class and distillation tokens
+        prefix_tokens=lambda c: 2),  # class and distillation tokens
     "DINOV2Backbone": _Family(
         "dinov2", "cls", stem=("DINOV2Embedding",), blocks=("DINOV2Layer",),
-        prefix_tokens=lambda n: 1 + n.num_register_tokens),
+        prefix_tokens=lambda c: 1 + c("num_register_tokens")),
     "DINOV3Backbone": _Family(
         "dinov3", "cls", stem=("DINOV3Embedding",), blocks=("DINOV3Layer",),
-        prefix_tokens=lambda n: 1 + n.num_register_tokens),
+        prefix_tokens=lambda c: 1 + c("num_register_tokens")),
     "SigLIPBackbone": _Family(
         "siglip", "mean", fixed_size=True, shape_argument=None, vision_tower=True,
         tokens_from="post_layer_norm", stem=("SigLIPVisionEmbedding",),
@@ -84,7 +85,7 @@ _FAMILIES: dict[str, _Family] = {
     "CLIPBackbone": _Family(
         "clip", "cls", fixed_size=True, shape_argument=None, vision_tower=True,
         stem=("CLIPVisionEmbedding", "pre_layer_norm"), blocks=("CLIPEncoderLayer",),
-        prefix_tokens=lambda n: 1),
+        prefix_tokens=lambda c: 1),
     "ResNetBackbone": _Family("resnet", "avg"),
     "EfficientNetBackbone": _Family("efficientnet", "avg", shape_argument="input_shape"),
     "MobileNetBackbone": _Family("mobilenet", "avg"),
@@ -338,9 +339,11 @@ class _Layout:
                 stem.append(layer)
             elif _matches(layer, family.blocks):
                 blocks.append((layer,))
+        patch = _attribute(network, "patch_size")
         return BackboneLayout(
             blocks=((tuple(stem),) if stem else ()) + tuple(blocks),
-            prefix_tokens=_prefix_tokens(family, network),
+            prefix_tokens=family.prefix_tokens(lambda name: _attribute(network, name)),
+            patch_size=(patch, patch) if isinstance(patch, int) else tuple(patch),
         )
 
 
@@ -367,17 +370,11 @@ def _matches(layer: keras.layers.Layer, keys: tuple[str, ...]) -> bool:
     return type(layer).__name__ in keys or any(layer.name.endswith(k) for k in keys)
 
 
-def _prefix_tokens(family: _Family, network: keras.Model) -> int:
-    try:
-        return family.prefix_tokens(network)
-    except AttributeError:
-        # A SigLIP token cut or a reloaded sub-model is a plain functional model; its first
-        # layer after the input is the keras-hub embedding, which knows the count.
-        return family.prefix_tokens(_attribute_source(network))
-
-
-def _attribute_source(network: keras.Model) -> Any:
-    for layer in _walk(network):
-        if hasattr(layer, "num_register_tokens") or hasattr(layer, "use_class_token"):
-            return layer
-    return network
+def _attribute(network: keras.Model, name: str) -> Any:
+    # A configuration value of the keras-hub network, or of its first sublayer that has it:
+    # a SigLIP token cut is a plain functional model whose embedding layer knows its patches.
+    for layer in (network, *_walk(network)):
+        if hasattr(layer, name):
+            return getattr(layer, name)
+    msg = f"The keras-hub network {network.name!r} has no {name!r}. Received: {network!r}"
+    raise InvalidArgumentError(msg)

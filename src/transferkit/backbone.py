@@ -17,7 +17,7 @@ from typing import Any
 
 import keras
 
-from transferkit import _tokens
+from transferkit import pooling as _pooling
 from transferkit.errors import (
     InvalidArgumentError,
     InvalidImageSizeError,
@@ -45,10 +45,13 @@ class BackboneLayout:
         prefix_tokens: int. For a backbone ending in a token sequence, the number of
             special tokens (class, distillation, registers) before the patch tokens.
             Defaults to 0.
+        patch_size: ``(height, width)`` of one patch, for a token sequence; None for a
+            feature map. Defaults to None.
     """
 
     blocks: tuple[tuple[keras.layers.Layer, ...], ...]
     prefix_tokens: int = 0
+    patch_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class Backbone:
         parameters: int or None. Parameter count of the headless network at the default
             settings, for tables. Defaults to None.
         pooling: str. The default pooling of the network's output (see
-            :data:`~transferkit._tokens.POOLINGS`): ``"avg"`` for a feature map, ``"cls"``
+            :data:`~transferkit.pooling.POOLINGS`): ``"avg"`` for a feature map, ``"cls"``
             or ``"mean"`` for a token sequence. Defaults to ``"avg"``.
         layout: callable or None. Maps a built backbone model to its
             :class:`BackboneLayout`; None means every top-level layer is a block (as for
@@ -93,7 +96,7 @@ class Backbone:
     weight_sizes: tuple[int, ...] | None = None
     imagenet_weights: bool = True
     parameters: int | None = None
-    pooling: _tokens.Pooling = "avg"
+    pooling: _pooling.Pooling = "avg"
     layout: Callable[[keras.Model], BackboneLayout] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -146,9 +149,9 @@ class Backbone:
                 f"Received: parameters={self.parameters!r}"
             )
             raise InvalidArgumentError(msg)
-        if self.pooling not in _tokens.POOLINGS:
+        if self.pooling not in _pooling.POOLINGS:
             msg = (
-                f"Backbone {self.name!r}: pooling must be one of {sorted(_tokens.POOLINGS)}. "
+                f"Backbone {self.name!r}: pooling must be one of {sorted(_pooling.POOLINGS)}. "
                 f"Received: pooling={self.pooling!r}"
             )
             raise InvalidArgumentError(msg)
@@ -203,20 +206,21 @@ class Backbone:
 
         Returns:
             ``GlobalAveragePooling2D`` for a feature map, a
-            :class:`~transferkit._tokens.TokenPooling` for a token sequence.
+            :class:`~transferkit.pooling.TokenPooling` for a token sequence.
 
         Raises:
             InvalidArgumentError: the pooling is unknown or does not fit the output.
         """
         chosen = self.pooling if pooling is None else pooling
         prefix = self.layout_of(model).prefix_tokens if len(model.output.shape) == 3 else 0
-        return _tokens.pooling_layer(len(model.output.shape), chosen, prefix, name=name)
+        return _pooling.pooling_layer(len(model.output.shape), chosen, prefix, name=name)
 
     def feature_map(self, model: keras.Model) -> keras.Model:
         """Returns a model from the backbone's input to a 4D feature map, for Grad-CAM.
 
         A convolutional backbone is returned as it is; for a token sequence, the patch
-        tokens are laid out on their grid by a :class:`~transferkit._tokens.PatchGrid`.
+        tokens are laid out on their grid (image size over patch size) by a
+        :class:`~transferkit.pooling.PatchGrid`.
 
         Args:
             model: the backbone model built by :meth:`build`.
@@ -226,7 +230,15 @@ class Backbone:
         """
         if len(model.output.shape) == 4:
             return model
-        grid = _tokens.PatchGrid(self.layout_of(model).prefix_tokens, name="patch_grid")
+        patch = self.layout_of(model).patch_size
+        if patch is None:
+            msg = (
+                f"Backbone {self.name!r} ends in tokens but its layout names no patch size, "
+                "so its tokens cannot be laid out on a grid. Received: patch_size=None"
+            )
+            raise InvalidArgumentError(msg)
+        rows, columns = model.input.shape[1] // patch[0], model.input.shape[2] // patch[1]
+        grid = _pooling.PatchGrid(rows, columns, name="patch_grid")
         return keras.Model(model.input, grid(model.output), name=f"{model.name}_feature_map")
 
     def resolve_image_size(self, image_size: ImageSize | None = None) -> tuple[int, int]:

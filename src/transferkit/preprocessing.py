@@ -100,8 +100,10 @@ def _channel_values(name: str, value: object) -> ChannelValues:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    if isinstance(value, (list, tuple)) and value and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    if (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     ):
         return tuple(float(v) for v in value)
     msg = f"{name} must be a number, a list of numbers or None. Received: {name}={value!r}"

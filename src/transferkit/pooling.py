@@ -11,7 +11,6 @@ them loads with ``safe_mode=True``.
 
 from __future__ import annotations
 
-import math
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -100,44 +99,44 @@ class TokenPooling(keras.layers.Layer):  # type: ignore[misc]  # keras is untype
 class PatchGrid(keras.layers.Layer):  # type: ignore[misc]  # keras is untyped
     """Turns patch tokens back into a feature map ``(batch, rows, columns, channels)``.
 
-    The special tokens are dropped and the patch tokens laid out on their grid, row by row,
-    as ViT, DeiT, DINOv2 and SigLIP order them. This is the "feature map" of a transformer
-    for class-activation methods such as Grad-CAM. Only square grids are supported, as for
-    the square images these backbones take.
+    The last ``rows * columns`` tokens are the patch tokens, row by row, as ViT, DeiT,
+    DINOv2, SigLIP and CLIP order them after their special tokens; they are laid out on their
+    grid. This is the "feature map" of a transformer for class-activation methods such as
+    Grad-CAM.
 
     Args:
-        prefix_tokens: int. The number of special tokens before the patch tokens.
+        rows: int. Patches per column of the image (its height over the patch size).
+        columns: int. Patches per row of the image (its width over the patch size).
         **kwargs: Passed to ``keras.layers.Layer``.
+
+    Example:
+        >>> import numpy as np
+        >>> tokens = np.arange(5.0).reshape(1, 5, 1)  # a class token, then 2x2 patches
+        >>> PatchGrid(2, 2)(tokens).numpy()[0, :, :, 0].tolist()
+        [[1.0, 2.0], [3.0, 4.0]]
     """
 
-    def __init__(self, prefix_tokens: int, **kwargs: Any) -> None:
+    def __init__(self, rows: int, columns: int, **kwargs: Any) -> None:
+        for name, value in (("rows", rows), ("columns", columns)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                msg = f"{name} must be a positive int. Received: {name}={value!r}"
+                raise InvalidArgumentError(msg)
         super().__init__(**kwargs)
-        self.prefix_tokens = _check_prefix(prefix_tokens)
-
-    def _side(self, tokens: int | None) -> int:
-        patches = None if tokens is None else tokens - self.prefix_tokens
-        side = math.isqrt(patches) if patches is not None and patches > 0 else 0
-        if patches is None or side * side != patches:
-            msg = (
-                f"PatchGrid needs a square number of patch tokens after {self.prefix_tokens} "
-                f"special tokens. Received: tokens={tokens}"
-            )
-            raise InvalidArgumentError(msg)
-        return side
+        self.rows = rows
+        self.columns = columns
 
     def call(self, inputs: Any) -> Any:
         """Reshapes a batch of token sequences into feature maps."""
-        side = self._side(inputs.shape[1])
-        return ops.reshape(inputs[:, self.prefix_tokens :, :], (-1, side, side, inputs.shape[-1]))
+        patches = inputs[:, -self.rows * self.columns :, :]
+        return ops.reshape(patches, (-1, self.rows, self.columns, inputs.shape[-1]))
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
-        """``(batch, side, side, channels)``."""
-        side = self._side(input_shape[1])
-        return (input_shape[0], side, side, input_shape[-1])
+        """``(batch, rows, columns, channels)``."""
+        return (input_shape[0], self.rows, self.columns, input_shape[-1])
 
     def get_config(self) -> dict[str, Any]:
         """Returns the layer's constructor arguments."""
-        return {**super().get_config(), "prefix_tokens": self.prefix_tokens}
+        return {**super().get_config(), "rows": self.rows, "columns": self.columns}
 
 
 def pooling_layer(
