@@ -296,6 +296,41 @@ def test_dtype_policy_leaves_the_global_policy_unchanged() -> None:
     assert keras.config.dtype_policy().name == "float32"
 
 
+def test_dtype_policy_none_builds_float32_under_a_global_mixed_policy() -> None:
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        clf = classifier(dtype_policy=None)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert clf.dtype_policy is None
+    assert {layer.compute_dtype for layer in clf.backbone.layers[1:]} == {"float32"}
+    assert clf.model.get_layer("logits").compute_dtype == "float32"
+
+
+def test_cached_head_epochs_are_reshuffled_and_seeded_runs_repeat() -> None:
+    def orders(seed: int) -> list[list[int]]:
+        split = _features.CachedSplit(
+            views=[np.zeros((10, 1), np.float32)], targets=(np.arange(10),), batch_size=10
+        )
+        return [rows.tolist() for _, rows in split.dataset(epochs=3, seed=seed)]
+
+    first = orders(seed=1)
+    assert len({tuple(epoch) for epoch in first}) == 3  # a new order every epoch
+    assert orders(seed=1) == first  # the same seed, the same orders
+    assert orders(seed=2) != first
+
+
+def test_seeded_cached_head_training_repeats_bit_for_bit() -> None:
+    def trained() -> list[np.ndarray]:
+        keras.utils.set_random_seed(11)
+        clf = classifier()
+        fit_quickly(clf, epochs=3)
+        return clf.model.get_layer("logits").get_weights()
+
+    for got, want in zip(trained(), trained(), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_dtype_policy_survives_save_and_load(tmp_path: Path) -> None:
     clf = classifier(dtype_policy="mixed_bfloat16")
     loaded = tk.load_classifier(clf.save(tmp_path / "model.keras"))

@@ -8,6 +8,7 @@ folder, and loads it through transferkit by that path, so the real ``from_preset
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -316,32 +317,58 @@ def test_keras_hub_cnn_batch_norm_stays_in_inference_mode_when_unfrozen(resnet_p
         np.testing.assert_array_equal(old, new)
 
 
-# ---------------------------------------------------------------------- save, load, export
+# ---------------------------------------------------------------------- the classifier
 
 
-def test_model_with_a_keras_hub_backbone_round_trips_in_safe_mode(dinov2_preset, tmp_path):
-    spec = tk.get_backbone(dinov2_preset[0])
-    model = head_model(spec, spec.build(SIZE), "mean")
-    path = tmp_path / "model.keras"
-    model.save(path)
+def test_a_keras_hub_vit_classifier_trains_cached_fine_tunes_saves_loads_and_exports(
+    vit_preset, tmp_path
+) -> None:
+    x, y = images(16, seed=7), np.arange(16) % 2
+    clf = tk.TransferClassifier(vit_preset[0], class_names=["a", "b"], augmentation=None)
+    backbone_before = {v.path: v.numpy().copy() for v in clf.backbone.weights}
+    clf.fit_head((x, y), epochs=2, batch_size=8, verbose=0)  # cached features
+    for variable in clf.backbone.weights:
+        np.testing.assert_array_equal(variable.numpy(), backbone_before[variable.path])
 
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    backbone = next(layer for layer in loaded.layers if isinstance(layer, keras.Model))
+    clf.unfreeze(-1)  # the last transformer block, and the final norm after it
+    blocks = clf.spec.layout_of(clf.backbone).blocks
+    head = {v.path for layer in clf.head_layers for v in layer.weights}
+    encoder = clf.backbone.get_layer(index=2).get_layer("vit_encoder")
+    tail = {v.path for v in blocks[-1][0].weights} | {v.path for v in encoder.layer_norm.weights}
+    assert {v.path for v in clf.model.trainable_weights} == head | tail
+    clf.fine_tune((x, y), epochs=1, batch_size=8, verbose=0)
+    expected = clf.predict(x)
 
-    np.testing.assert_allclose(loaded.predict(images(), verbose=0), model.predict(images(),
-                               verbose=0), atol=1e-6)  # fmt: skip
-    assert spec.layout_of(backbone).prefix_tokens == 3
-    assert len(spec.layout_of(backbone).blocks) == 3  # embeddings, then two layers
+    loaded = tk.load_classifier(clf.save(tmp_path / "vit.keras"))
+    np.testing.assert_allclose(loaded.predict(x), expected, atol=1e-6)
+    assert loaded.unfrozen_from == clf.unfrozen_from == 2
+    assert {v.path for v in loaded.model.trainable_weights} == head | tail
+    served = tf.saved_model.load(str(clf.export(tmp_path / "vit_saved_model")))
+    probabilities = served.signatures["serving_default"](images=tf.constant(x.astype("uint8")))
+    np.testing.assert_allclose(
+        probabilities["probabilities"], clf.predict(x.astype("uint8")), atol=1e-5
+    )
 
 
-def test_model_with_a_keras_hub_backbone_exports_to_saved_model(vit_preset, tmp_path) -> None:
-    spec = tk.get_backbone(vit_preset[0])
-    model = head_model(spec, spec.build(SIZE))
-    model.export(str(tmp_path / "saved"), format="tf_saved_model", verbose=False)
+def test_a_saved_dinov2_classifier_loads_and_unfreezes_by_block_without_its_preset(
+    dinov2_preset, tmp_path
+) -> None:
+    folder = tmp_path / "preset"
+    shutil.copytree(dinov2_preset[0], folder)
+    clf = tk.TransferClassifier(str(folder), num_classes=3, pooling="mean", augmentation=None)
+    path = clf.save(tmp_path / "dinov2.keras")
+    shutil.rmtree(folder)
 
-    reloaded = tf.saved_model.load(str(tmp_path / "saved"))  # keep it: it owns the variables
-    served = reloaded.serve(tf.constant(images()))
-    np.testing.assert_allclose(served, model.predict(images(), verbose=0), atol=1e-5)
+    loaded = tk.load_classifier(path)
+    loaded.unfreeze(-2)
+
+    np.testing.assert_allclose(loaded.predict(images()), clf.predict(images()), atol=1e-6)
+    assert loaded.model.get_layer("pooling").get_config()["mode"] == "mean"
+    assert loaded.model.get_layer("pooling").prefix_tokens == 3
+    trainable = [b[0].trainable for b in loaded.spec.layout_of(loaded.backbone).blocks]
+    assert trainable == [False, True, True]
+    with pytest.raises(InvalidArgumentError, match="pooling"):
+        tk.TransferClassifier(dinov2_preset[0], num_classes=3, pooling="avg")
 
 
 def test_siglip_uses_the_vision_tower_tokens_before_its_attention_pooling_head(tmp_path) -> None:

@@ -263,6 +263,24 @@ def test_checkpoint_made_with_other_settings_is_refused(tmp_path: Path) -> None:
         build().fit_head(batches(seed=5), epochs=2, checkpoint_dir=tmp_path, verbose=0)
 
 
+@pytest.mark.parametrize(
+    ("changed", "first", "second"),
+    [
+        ("optimizer.learning_rate", {"learning_rate": 1e-2}, {"learning_rate": 1e-3}),
+        ("batch_size", {"batch_size": 8}, {"batch_size": 16}),
+        ("cache_features", {"cache_features": True}, {"cache_features": False}),
+        ("augmented_views", {"augmented_views": 1}, {"augmented_views": 2}),
+    ],
+)
+def test_resume_with_a_changed_setting_is_refused_naming_it(
+    tmp_path: Path, changed: str, first: dict[str, Any], second: dict[str, Any]
+) -> None:
+    data = separable_images(16, seed=5)
+    build().fit_head(data, epochs=1, checkpoint_dir=tmp_path, verbose=0, **first)
+    with pytest.raises(InvalidArgumentError, match=rf"other settings \({changed}: saved "):
+        build().fit_head(data, epochs=1, checkpoint_dir=tmp_path, verbose=0, **second)
+
+
 # ---------------------------------------------------------------------- divergence
 
 

@@ -204,7 +204,9 @@ class CachedSplit:
         """Whether any view is memory-mapped from a file rather than held in memory."""
         return any(isinstance(view, np.memmap) for view in self.views)
 
-    def dataset(self, *, first_epoch: int = 0, epochs: int | None = None) -> tf.data.Dataset:
+    def dataset(
+        self, *, first_epoch: int = 0, epochs: int | None = None, seed: int = 0
+    ) -> tf.data.Dataset:
         """Batches of ``(features, *targets)`` read from the cache.
 
         Args:
@@ -212,25 +214,33 @@ class CachedSplit:
             epochs: None for one pass over view 0 in order, in large batches
                 (validation); otherwise that many epochs in one dataset, each reshuffled
                 and reading view ``epoch % len(views)``.
+            seed: the shuffling seed. Epoch ``e`` is shuffled by ``(seed, e)`` alone, so
+                the order changes from epoch to epoch, is the same in two runs with the
+                same seed, and a resumed run's epoch ``e`` sees what an uninterrupted one did.
 
         Returns:
             A ``tf.data.Dataset`` of batches.
         """
         count = len(self)
 
-        def rows(view: tf.Tensor, shuffle: bool, batch_size: int) -> tf.data.Dataset:
-            indices = tf.data.Dataset.range(count)
-            if shuffle:
-                indices = indices.shuffle(count, reshuffle_each_iteration=True)
+        def rows(view: tf.Tensor, order: tf.Tensor, batch_size: int) -> tf.data.Dataset:
+            indices = tf.data.Dataset.from_tensor_slices(order)
             return indices.batch(batch_size).map(lambda batch: (view, batch))
+
+        def shuffled(epoch: tf.Tensor) -> tf.data.Dataset:
+            # A stateless shuffle: a shuffle op inside flat_map under a global seed repeats
+            # the same order every epoch.
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(count, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+            )
+            return rows(epoch % len(self.views), order, self.batch_size)
 
         if epochs is None:
             batch_size = max(self.batch_size, _EVALUATION_ROWS)
-            batches = rows(tf.constant(0, tf.int64), shuffle=False, batch_size=batch_size)
+            in_order = tf.range(count, dtype=tf.int64)
+            batches = rows(tf.constant(0, tf.int64), in_order, batch_size=batch_size)
         else:
-            batches = tf.data.Dataset.range(first_epoch, first_epoch + epochs).flat_map(
-                lambda epoch: rows(epoch % len(self.views), True, self.batch_size)
-            )
+            batches = tf.data.Dataset.range(first_epoch, first_epoch + epochs).flat_map(shuffled)
         return batches.map(self._load).prefetch(tf.data.AUTOTUNE)
 
     def _read(self, view: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
@@ -294,6 +304,7 @@ class CachedFeatures:
         epochs: int,
         callbacks: Sequence[keras.callbacks.Callback],
         verbose: Verbose,
+        seed: int = 0,
     ) -> keras.callbacks.History:
         """Trains the (compiled) head on the cached features.
 
@@ -307,6 +318,7 @@ class CachedFeatures:
             epochs: epochs to train.
             callbacks: Keras callbacks.
             verbose: Keras' progress output.
+            seed: the shuffling seed (see :meth:`CachedSplit.dataset`).
 
         Returns:
             The Keras ``History`` of the run.
@@ -324,7 +336,7 @@ class CachedFeatures:
         # fit() returns model.history, which the History callback sets on the full model.
         self.head.history = history
         self.head.fit(
-            self.train.dataset(first_epoch=initial_epoch, epochs=epochs),
+            self.train.dataset(first_epoch=initial_epoch, epochs=epochs, seed=seed),
             validation_data=validation,
             initial_epoch=initial_epoch,
             epochs=initial_epoch + epochs,

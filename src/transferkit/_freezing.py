@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 
 import keras
 
+from transferkit._validation import as_int
 from transferkit.errors import UnknownLayerError
 
 __all__ = ["batch_norm_layers", "freeze", "resolve_layer_index", "unfreeze_from"]
@@ -77,8 +78,8 @@ def resolve_layer_index(
 
     Args:
         backbone: the backbone model.
-        from_layer: an index (negative counts from the top), the name of a block's first
-            layer, or None for the whole backbone.
+        from_layer: an index of any integer type (negative counts from the top), the name
+            of a block's first layer, or None for the whole backbone.
         blocks: the freezable blocks; None for one block per layer of ``backbone.layers``.
 
     Raises:
@@ -89,21 +90,22 @@ def resolve_layer_index(
     count = len(blocks)
     if from_layer is None:
         return 0
-    if isinstance(from_layer, bool) or not isinstance(from_layer, (int, str)):
+    index = as_int(from_layer)
+    if index is None and not isinstance(from_layer, str):
         msg = (
             "from_layer must be a layer index, a layer name or None. "
             f"Received: from_layer={from_layer!r}"
         )
         raise UnknownLayerError(msg)
-    if isinstance(from_layer, int):
-        if not -count <= from_layer < count:
+    if index is not None:
+        if not -count <= index < count:
             msg = (
                 f"from_layer is out of range: the backbone {backbone.name!r} has {count} "
                 f"{kind}, so valid indices are {-count} to {count - 1}. "
                 f"Received: from_layer={from_layer}"
             )
             raise UnknownLayerError(msg)
-        return from_layer % count
+        return index % count
     names = [block[0].name for block in blocks]
     if from_layer in names:
         return names.index(from_layer)

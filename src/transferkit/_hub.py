@@ -37,7 +37,7 @@ from transferkit.errors import (
 )
 from transferkit.preprocessing import ImageRescaling
 
-__all__ = ["PREFIX", "available", "backbone", "is_hub_name", "names", "preset_rows"]
+__all__ = ["PREFIX", "available", "backbone", "is_hub_name", "layout", "names", "preset_rows"]
 
 #: The registry prefix of keras-hub backbones.
 PREFIX = "keras_hub:"
@@ -244,7 +244,7 @@ def _spec(name: str, preset: str, class_name: str, size: int, params: Any) -> Ba
         weight_sizes=(size,) if family.fixed_size else None,
         parameters=params if isinstance(params, int) and params > 0 else None,
         pooling=family.pooling,  # type: ignore[arg-type]
-        layout=_Layout(class_name),
+        layout=layout,
     )
 
 
@@ -321,30 +321,35 @@ def _loading_error(preset: str, size: tuple[int, int], exc: Exception) -> Except
     )
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """Finds the blocks and special tokens of a built (or loaded) keras-hub backbone."""
+def layout(model: keras.Model) -> BackboneLayout:
+    """The blocks and special tokens of a keras-hub backbone built (or loaded) by transferkit.
 
-    class_name: str
+    The family is recognized from the model itself (the keras-hub class, or its block
+    layers), so a classifier loaded from a file finds its blocks without the preset.
+    """
+    network = _network(model)
+    family = _FAMILIES.get(type(network).__name__) or next(
+        (f for f in _FAMILIES.values() if f.blocks and _has_layer(network, f.blocks)), None
+    )
+    if family is None or not family.blocks:
+        return BackboneLayout(blocks=tuple((layer,) for layer in network.layers))
+    stem: list[keras.layers.Layer] = []
+    blocks: list[tuple[keras.layers.Layer, ...]] = []
+    for layer in _walk(network):
+        if _matches(layer, family.stem):
+            stem.append(layer)
+        elif _matches(layer, family.blocks):
+            blocks.append((layer,))
+    patch = _attribute(network, "patch_size")
+    return BackboneLayout(
+        blocks=((tuple(stem),) if stem else ()) + tuple(blocks),
+        prefix_tokens=family.prefix_tokens(lambda name: _attribute(network, name)),
+        patch_size=(patch, patch) if isinstance(patch, int) else tuple(patch),
+    )
 
-    def __call__(self, model: keras.Model) -> BackboneLayout:
-        family = _FAMILIES[self.class_name]
-        network = _network(model)
-        if not family.blocks:
-            return BackboneLayout(blocks=tuple((layer,) for layer in network.layers))
-        stem: list[keras.layers.Layer] = []
-        blocks: list[tuple[keras.layers.Layer, ...]] = []
-        for layer in _walk(network):
-            if _matches(layer, family.stem):
-                stem.append(layer)
-            elif _matches(layer, family.blocks):
-                blocks.append((layer,))
-        patch = _attribute(network, "patch_size")
-        return BackboneLayout(
-            blocks=((tuple(stem),) if stem else ()) + tuple(blocks),
-            prefix_tokens=family.prefix_tokens(lambda name: _attribute(network, name)),
-            patch_size=(patch, patch) if isinstance(patch, int) else tuple(patch),
-        )
+
+def _has_layer(network: keras.Model, keys: tuple[str, ...]) -> bool:
+    return any(_matches(layer, keys) for layer in _walk(network))
 
 
 def _network(model: keras.Model) -> keras.Model:

@@ -48,7 +48,6 @@ __all__ = [
     "Run",
     "SafeRun",
     "check_checkpoint_dir",
-    "check_early_stopping",
     "check_strategy_can_train",
     "open_run",
 ]
@@ -58,19 +57,6 @@ _FINAL_WEIGHTS = "final.weights.h5"
 
 
 # ---------------------------------------------------------------------- argument checks
-
-
-def check_early_stopping(value: object) -> None:
-    """Raises unless ``value`` is None or a positive int (a patience in epochs)."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        msg = (
-            "early_stopping must be None or a patience in epochs (a positive int). For other "
-            "settings pass a keras.callbacks.EarlyStopping in callbacks instead. "
-            f"Received: early_stopping={value!r}"
-        )
-        raise InvalidArgumentError(msg)
 
 
 def check_checkpoint_dir(value: object) -> None:
@@ -291,6 +277,8 @@ class Run:
         self.settings = settings
         self.start_history = start_history
         self.state = state
+        #: The run's shuffling seed: drawn when it starts, kept in its state for a resume.
+        self.shuffle_seed: int | None = None if state is None else state.get("shuffle_seed")
 
     @property
     def completed(self) -> int:
@@ -355,6 +343,7 @@ class Run:
             "best_weights": best,
             "early_stopping": None if stopper is None else stopper.state(),
             "history": history.to_dict(),
+            "shuffle_seed": self.shuffle_seed,
         }
         _write_atomically(self.folder / _STATE_FILE, json.dumps(self.state, indent=1))
         for stale in self.folder.glob("*.weights.h5"):
@@ -452,6 +441,14 @@ class SafeRun:
         self.guard = DivergenceGuard()
         self.stopper = None if early_stopping is None else EarlyStopping(monitor, early_stopping)
         self.run = run
+        # Drawn from NumPy's global generator, so keras.utils.set_random_seed fixes it; a
+        # resumed run uses the seed its first part drew.
+        if run is not None and run.shuffle_seed is not None:
+            self.shuffle_seed = run.shuffle_seed
+        else:
+            self.shuffle_seed = int(np.random.randint(0, 2**31 - 1))
+            if run is not None:
+                run.shuffle_seed = self.shuffle_seed
 
     @property
     def completed(self) -> int:

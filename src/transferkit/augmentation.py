@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
 
 import keras
 
@@ -12,7 +11,7 @@ from transferkit.errors import InvalidArgumentError
 __all__ = ["Augmentation", "build_augmentation", "default_augmentation"]
 
 #: ``"default"``, None (off), or a sequence of Keras layers.
-Augmentation = Union[str, Sequence[keras.layers.Layer], None]
+Augmentation = str | Sequence[keras.layers.Layer] | None
 
 
 def default_augmentation() -> list[keras.layers.Layer]:

@@ -148,18 +148,13 @@ def _check_arguments(path: object, format: object, quantize: object) -> Path:
 
 def _serving_archive(classifier: TransferClassifier) -> keras.export.ExportArchive:
     model = classifier.model
-    binary = classifier.is_binary
+    probabilities = classifier._probabilities  # the layer predict() uses
     height, width = classifier.image_size
 
     def serve(images: Any) -> dict[str, Any]:
         # training=False: augmentation and dropout off, BatchNormalization on its statistics.
         logits = model(keras.ops.cast(images, "float32"), training=False)
-        if binary:
-            positive = keras.ops.sigmoid(logits)
-            probabilities = keras.ops.concatenate([1.0 - positive, positive], axis=-1)
-        else:
-            probabilities = keras.ops.softmax(logits, axis=-1)
-        return {OUTPUT_NAME: probabilities}
+        return {OUTPUT_NAME: probabilities(logits)}
 
     archive = keras.export.ExportArchive()
     archive.track(model)

@@ -38,7 +38,7 @@ class TrainingHistory:
     @property
     def fine_tune_start(self) -> int | None:
         """The first fine-tuning epoch, or None if there was no fine-tuning."""
-        for epoch, stage in zip(self.epochs, self.stages):
+        for epoch, stage in zip(self.epochs, self.stages, strict=True):
             if stage == "fine_tune":
                 return epoch
         return None
