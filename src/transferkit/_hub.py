@@ -191,14 +191,16 @@ def backbone(name: str) -> Backbone:
     raise UnknownBackboneError(msg)
 
 
-def _size_from_name(preset: str) -> int:
-    # Presets name their resolution: vit_base_patch16_384_imagenet, ..._r240_imagenet.
-    found = re.findall(r"_r?(\d{3})(?=_|$)", preset)
+def _size_from_name(preset: str, fixed_size: bool) -> int:
+    # Fixed-size presets name their resolution (vit_base_patch16_384_imagenet, siglip_..._256);
+    # in CNN names a number is a depth (resnet_101), so only an explicit "_r240_" counts there.
+    pattern = r"_(\d{3})(?=_|$)" if fixed_size else r"_r(\d{3})(?=_|$)"
+    found = re.findall(pattern, preset)
     return int(found[-1]) if found else _DEFAULT_SIZE
 
 
 def _spec_from_metadata(preset: str, metadata: dict[str, Any], class_name: str) -> Backbone:
-    size = _size_from_name(preset)
+    size = _size_from_name(preset, _FAMILIES[class_name].fixed_size)
     return _spec(PREFIX + preset, preset, class_name, size, metadata.get("params"))
 
 

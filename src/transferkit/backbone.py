@@ -82,7 +82,7 @@ class Backbone:
             :data:`~transferkit.pooling.POOLINGS`): ``"avg"`` for a feature map, ``"cls"``
             or ``"mean"`` for a token sequence. Defaults to ``"avg"``.
         layout: callable or None. Maps a built backbone model to its
-            :class:`BackboneLayout`; None means every top-level layer is a block (as for
+            :class:`~transferkit.backbone.BackboneLayout`; None means every top-level layer is a block (as for
             ``keras.applications``) and there are no special tokens. Defaults to None.
     """
 
@@ -187,7 +187,7 @@ class Backbone:
             model: the backbone model (also one loaded from a saved classifier).
 
         Returns:
-            The :class:`BackboneLayout`; without a ``layout`` callable, one block per
+            The :class:`~transferkit.backbone.BackboneLayout`; without a ``layout`` callable, one block per
             top-level layer.
         """
         if self.layout is None:
