@@ -7,6 +7,7 @@ folder, and loads it through transferkit by that path, so the real ``from_preset
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ import tensorflow as tf
 
 import transferkit as tk
 from transferkit import _freezing
+from transferkit._cli import main
 from transferkit.errors import (
     InvalidArgumentError,
     InvalidImageSizeError,
@@ -111,6 +113,24 @@ def test_keras_hub_presets_are_listed_with_family_size_and_parameters_from_metad
     vit = tk.get_backbone("keras_hub:vit_base_patch16_384_imagenet")
     assert (vit.family, vit.default_image_size, vit.weight_sizes) == ("vit", 384, (384,))
     assert tk.get_backbone("keras_hub:resnet_50_imagenet").pooling == "avg"
+
+
+def test_cli_and_docs_list_keras_hub_families(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backbones", "keras_hub:dinov2_s*"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split()[:3] == ["NAME", "FAMILY", "SIZE"]
+    assert [row.split()[:3] for row in rows] == [["keras_hub:dinov2_small", "dinov2", "224"]]
+
+    path = Path(__file__).parents[1] / "docs" / "_ext" / "backbone_table.py"
+    loader = importlib.util.spec_from_file_location("_hub_backbone_table", path)
+    assert loader is not None
+    assert loader.loader is not None
+    table = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(table)
+    families = {row[0]: row for row in table.hub_family_rows()}
+    assert {"vit", "deit", "dinov2", "dinov3", "siglip", "clip", "resnet"} <= set(families)
+    assert families["siglip"][2] == "mean"
+    assert families["dinov2"][3] == "any, default 224"
 
 
 def test_unknown_keras_hub_preset_names_the_close_matches() -> None:

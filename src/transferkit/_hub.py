@@ -14,6 +14,7 @@ head, which was trained to match text.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -132,12 +133,20 @@ def could_match(pattern: str) -> bool:
     return PREFIX.startswith(literal) or literal.startswith(PREFIX)
 
 
-def _presets() -> Iterator[tuple[str, dict[str, Any], str]]:
+def _presets() -> tuple[tuple[str, dict[str, Any], str], ...]:
     """(preset, metadata, backbone class name) of every image preset transferkit supports."""
     keras_hub = _keras_hub("Listing keras-hub backbones")
-    for class_name in _FAMILIES:
-        for preset, entry in getattr(keras_hub.models, class_name).presets.items():
-            yield preset, entry.get("metadata", {}), class_name
+    return _presets_of(keras_hub)
+
+
+@functools.cache
+def _presets_of(keras_hub: ModuleType) -> tuple[tuple[str, dict[str, Any], str], ...]:
+    # keras-hub registers its presets once, at import; reading them scans its classes.
+    return tuple(
+        (preset, entry.get("metadata", {}), class_name)
+        for class_name in _FAMILIES
+        for preset, entry in getattr(keras_hub.models, class_name).presets.items()
+    )
 
 
 def names() -> list[str]:
