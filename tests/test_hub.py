@@ -220,8 +220,10 @@ def test_fixed_size_families_refuse_pretrained_weights_at_another_size(vit_prese
 
 
 def test_dinov2_interpolates_its_position_embeddings_to_other_sizes(dinov2_preset) -> None:
-    backbone = tk.get_backbone(dinov2_preset[0]).build(48)
-    assert backbone(images(size=48)).shape == (3, 1 + 2 + 36, 16)
+    spec = tk.get_backbone(dinov2_preset[0])
+    assert spec.build(48)(images(size=48)).shape == (3, 1 + 2 + 36, 16)
+    with pytest.raises(InvalidArgumentError, match="multiples of their patch size"):
+        spec.build((48, 40))  # DINOv2 takes square images only
 
 
 # ---------------------------------------------------------------------- pooling and feature maps

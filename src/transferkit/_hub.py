@@ -316,13 +316,21 @@ def _model_name(preset: str) -> str:
 
 def _loading_error(preset: str, size: tuple[int, int], exc: Exception) -> Exception:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    cause = f"{type(exc).__name__}: {first}"
+    if not isinstance(exc, OSError):  # requests' and kagglehub's network errors are OSErrors
+        return InvalidArgumentError(
+            f"keras-hub could not build the preset {preset!r} at image size {size} ({cause}). "
+            "Transformers need sides that are multiples of their patch size, and DINOv2 "
+            "square images. "
+            f"Received: backbone={preset!r}, image_size={size}"
+        )
     if os.path.isdir(preset):
         return WeightsUnavailableError(
-            f"keras-hub could not load the preset folder {preset!r} at image size {size} "
-            f"({type(exc).__name__}: {first}). Received: backbone={preset!r}"
+            f"keras-hub could not read the preset folder {preset!r} ({cause}). "
+            f"Received: backbone={preset!r}"
         )
     return WeightsUnavailableError(
-        f"Could not download the keras-hub preset {preset!r} ({type(exc).__name__}: {first}). "
+        f"Could not download the keras-hub preset {preset!r} ({cause}). "
         "keras-hub downloads presets from Kaggle on first use into its cache "
         "(~/.cache/kagglehub, or $KAGGLEHUB_CACHE). To work offline, on a machine online run "
         f"keras_hub.models.Backbone.from_preset({preset!r}).save_to_preset('folder') and "
