@@ -38,7 +38,16 @@ from transferkit.errors import (
 )
 from transferkit.preprocessing import ImageRescaling
 
-__all__ = ["PREFIX", "available", "backbone", "is_hub_name", "layout", "names", "preset_rows"]
+__all__ = [
+    "PREFIX",
+    "available",
+    "backbone",
+    "import_keras_hub",
+    "is_hub_name",
+    "layout",
+    "names",
+    "preset_rows",
+]
 
 #: The registry prefix of keras-hub backbones.
 PREFIX = "keras_hub:"
@@ -107,7 +116,8 @@ def available() -> bool:
         return False
 
 
-def _keras_hub(reason: str) -> ModuleType:
+def import_keras_hub(reason: str) -> ModuleType:
+    """Imports keras-hub, or raises :class:`MissingDependencyError` naming the extra."""
     try:
         return importlib.import_module("keras_hub")
     except ImportError as exc:
@@ -135,7 +145,7 @@ def could_match(pattern: str) -> bool:
 
 def _presets() -> tuple[tuple[str, dict[str, Any], str], ...]:
     """(preset, metadata, backbone class name) of every image preset transferkit supports."""
-    keras_hub = _keras_hub("Listing keras-hub backbones")
+    keras_hub = import_keras_hub("Listing keras-hub backbones")
     return _presets_of(keras_hub)
 
 
@@ -181,7 +191,7 @@ def backbone(name: str) -> Backbone:
         UnknownBackboneError: keras-hub has no such image preset.
         InvalidArgumentError: the folder is not a keras-hub preset of a supported family.
     """
-    keras_hub = _keras_hub(f"The backbone {name!r}")
+    keras_hub = import_keras_hub(f"The backbone {name!r}")
     preset = name.removeprefix(PREFIX)
     if _is_preset_folder(preset):
         return _spec_from_folder(keras_hub, preset)
@@ -274,7 +284,7 @@ class _Constructor:
         input_shape: tuple[int, int, int] = (_DEFAULT_SIZE, _DEFAULT_SIZE, 3),
         **kwargs: Any,
     ) -> keras.Model:
-        keras_hub = _keras_hub(f"The backbone {self.preset!r}")
+        keras_hub = import_keras_hub(f"The backbone {self.preset!r}")
         family = _FAMILIES[self.class_name]
         height, width = int(input_shape[0]), int(input_shape[1])
         if family.shape_argument is None and (height, width) != (self.preset_size,) * 2:

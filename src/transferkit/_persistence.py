@@ -96,6 +96,8 @@ def read(
             f"the transferkit version that wrote it ({metadata.get('transferkit_version')})."
         )
         raise DataError(msg)
+    if _hub.is_hub_name(metadata["config"]["backbone"]):
+        _hub.import_keras_hub(f"Loading {os.fspath(path)!r}")  # registers its classes
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         model = keras.saving.load_model(source, compile=False, safe_mode=True)

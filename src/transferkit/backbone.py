@@ -82,8 +82,9 @@ class Backbone:
             :data:`~transferkit.pooling.POOLINGS`): ``"avg"`` for a feature map, ``"cls"``
             or ``"mean"`` for a token sequence. Defaults to ``"avg"``.
         layout: callable or None. Maps a built backbone model to its
-            :class:`~transferkit.backbone.BackboneLayout`; None means every top-level layer is a block (as for
-            ``keras.applications``) and there are no special tokens. Defaults to None.
+            :class:`~transferkit.backbone.BackboneLayout`; None means every top-level
+            layer is a block (as for ``keras.applications``) and there are no special
+            tokens. Defaults to None.
     """
 
     name: str
@@ -187,8 +188,8 @@ class Backbone:
             model: the backbone model (also one loaded from a saved classifier).
 
         Returns:
-            The :class:`~transferkit.backbone.BackboneLayout`; without a ``layout`` callable, one block per
-            top-level layer.
+            The :class:`~transferkit.backbone.BackboneLayout`; without a ``layout``
+            callable, one block per top-level layer.
         """
         if self.layout is None:
             return BackboneLayout(blocks=tuple((layer,) for layer in model.layers))
