@@ -53,10 +53,6 @@ class InferenceMode(keras.layers.Wrapper):  # type: ignore[misc]  # keras is unt
         """Runs the wrapped layer in inference mode."""
         return self.layer(inputs, training=False)
 
-    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> Any:
-        """The wrapped layer's output shape."""
-        return self.layer.compute_output_shape(input_shape)
-
 
 @keras.saving.register_keras_serializable(package="transferkit")
 class Probabilities(keras.layers.Layer):  # type: ignore[misc]  # keras is untyped
