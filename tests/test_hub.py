@@ -429,3 +429,57 @@ def test_siglip_uses_the_vision_tower_tokens_before_its_attention_pooling_head(t
     assert spec.feature_map(backbone)(x).shape == (3, 4, 4, 16)
     with pytest.raises(InvalidImageSizeError, match="preset's size only"):
         spec.build(48, weights=None)
+
+
+def _deit() -> tuple[keras.Model, type]:
+    network = keras_hub.models.DeiTBackbone(
+        image_shape=(SIZE, SIZE, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=16,
+        intermediate_dim=32,
+    )  # fmt: skip
+    return network, keras_hub.layers.DeiTImageConverter
+
+
+def _dinov3() -> tuple[keras.Model, type]:
+    network = keras_hub.models.DINOV3Backbone(
+        patch_size=8, num_layers=2, hidden_dim=16, num_heads=2, intermediate_dim=32,
+        num_register_tokens=2, image_shape=(SIZE, SIZE, 3),
+    )  # fmt: skip
+    return network, keras_hub.layers.DINOV3ImageConverter
+
+
+def _clip() -> tuple[keras.Model, type]:
+    vision = keras_hub.models.CLIPVisionEncoder(
+        patch_size=8, hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=32,
+        image_shape=(SIZE, SIZE, 3),
+    )  # fmt: skip
+    text = keras_hub.models.CLIPTextEncoder(
+        vocabulary_size=50, embedding_dim=16, hidden_dim=16, num_layers=1, num_heads=2,
+        intermediate_dim=32, max_sequence_length=8,
+    )  # fmt: skip
+    network = keras_hub.models.CLIPBackbone(vision, text, projection_dim=16)
+    return network, keras_hub.layers.CLIPImageConverter
+
+
+@pytest.mark.parametrize(
+    ("make", "family", "prefix_tokens"),
+    [(_deit, "deit", 2), (_dinov3, "dinov3", 3), (_clip, "clip", 1)],
+    ids=["deit", "dinov3", "clip"],
+)
+def test_other_transformer_families_have_blocks_tokens_and_a_grid(
+    make, family: str, prefix_tokens: int, tmp_path: Path
+) -> None:
+    network, converter = make()
+    converter = converter(image_size=(SIZE, SIZE), scale=1 / 255.0, offset=None)
+    spec = tk.get_backbone(save_preset(tmp_path, network, converter))
+    backbone = spec.build(SIZE)
+    layout = spec.layout_of(backbone)
+    x = images()
+
+    assert (spec.family, spec.pooling) == (family, "cls")
+    assert (layout.prefix_tokens, layout.patch_size, len(layout.blocks)) == (
+        prefix_tokens,
+        (8, 8),
+        3,
+    )
+    np.testing.assert_array_equal(spec.pooling_layer(backbone)(backbone(x)), backbone(x)[:, 0])
+    assert spec.feature_map(backbone)(x).shape == (3, 4, 4, 16)

@@ -311,7 +311,8 @@ class _Constructor:
             network = keras.Model(network.input, tokens, name=f"{network.name}_tokens")
         inputs = keras.Input((height, width, 3), name="images")
         x = ImageRescaling(converter.scale, converter.offset, name="converter_rescaling")(inputs)
-        outputs = network({"images": x} if isinstance(network.input, dict) else x)
+        # Some networks take a dict of one input ("images", or DINOv3's "pixel_values").
+        outputs = network({next(iter(network.input)): x} if isinstance(network.input, dict) else x)
         return keras.Model(inputs, outputs, name=_model_name(self.preset))
 
 
