@@ -483,3 +483,24 @@ def test_other_transformer_families_have_blocks_tokens_and_a_grid(
     )
     np.testing.assert_array_equal(spec.pooling_layer(backbone)(backbone(x)), backbone(x)[:, 0])
     assert spec.feature_map(backbone)(x).shape == (3, 4, 4, 16)
+
+
+def test_efficientnet_is_built_at_any_size_through_its_input_shape_argument(tmp_path) -> None:
+    network = keras_hub.models.EfficientNetBackbone(
+        stackwise_kernel_sizes=[3], stackwise_num_repeats=[1], stackwise_input_filters=[8],
+        stackwise_output_filters=[8], stackwise_expansion_ratios=[1],
+        stackwise_squeeze_and_excite_ratios=[0.25], stackwise_strides=[1],
+        stackwise_block_types=["v1"], stackwise_width_coefficients=[1.0],
+        stackwise_depth_coefficients=[1.0],
+    )  # fmt: skip
+    converter = keras_hub.layers.EfficientNetImageConverter(
+        image_size=(SIZE, SIZE), scale=1 / 255.0, offset=None
+    )
+    spec = tk.get_backbone(save_preset(tmp_path, network, converter))
+    backbone = spec.build(48)
+
+    assert (spec.family, spec.pooling, spec.weight_sizes) == ("efficientnet", "avg", None)
+    # At 48 px the preset's 32-px converter would resize; transferkit keeps only its scaling.
+    np.testing.assert_allclose(
+        backbone(images(size=48)), network(images(size=48) / 255.0), atol=1e-5
+    )
