@@ -145,7 +145,7 @@ def hub_family_rows() -> list[tuple[str, ...]]:
                 family,
                 str(len(presets)),
                 spec.pooling,
-                ("preset size: " if spec.weight_sizes else "any, default ")
+                ("preset size: " if presets[0]["fixed_size"] else "any, default ")
                 + ", ".join(map(str, sizes)),
                 f"{min(params) / 1e6:,.1f}M to {max(params) / 1e6:,.1f}M" if params else "—",
                 ", ".join(cards) or "—",

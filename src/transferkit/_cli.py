@@ -2,36 +2,47 @@
 
 Each subcommand is a pair of functions: ``_add_<name>`` declares its arguments and
 ``_<name>`` runs it; ``_SUBCOMMANDS`` lists the pairs in the order ``--help`` shows them, so
-a new subcommand (an ``export``, say) is one more pair and one more entry.
+a new subcommand (an ``export``, say) is one more pair and one more entry. Options that
+several subcommands take (the model file, ``--batch-size``, ``--image-size``) are declared
+once, in the parent parsers of the "shared options" section, and passed as ``parents=``.
 
-Errors transferkit raises on purpose (a bad folder, an unknown backbone, a class mismatch)
-and the expected OS errors reach the user as one line, ``transferkit: error: ...``, with
-exit status 1. Anything else is a bug and keeps its traceback.
+The command is quick to answer: this module imports only the standard library and
+transferkit's pure-Python modules at the top, so ``--help`` and usage errors never load
+TensorFlow; each ``_<name>`` imports what it needs. TensorFlow's C++ start-up logging is
+quieted unless the user set ``TF_CPP_MIN_LOG_LEVEL`` (see :func:`_start_tensorflow`).
+
+Errors transferkit raises on purpose (a bad folder, an unknown backbone, a class mismatch,
+weights that cannot be downloaded) and the expected OS errors reach the user as one line,
+``transferkit: error: ...``, with exit status 1. Anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import re
 import sys
+import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from transferkit import _freezing, plot
-from transferkit._registry import get_backbone, list_backbones
-from transferkit.classifier import TransferClassifier, load_classifier
-from transferkit.data import check_images, from_directory, list_images, load_images
+from transferkit import _cli_reports, _validation
 from transferkit.errors import (
     DataError,
     InvalidArgumentError,
     MissingDependencyError,
     TransferkitError,
+    TransferkitWarning,
 )
-from transferkit.history import Stage
+
+if TYPE_CHECKING:
+    from transferkit.classifier import TransferClassifier
+    from transferkit.history import Stage
 
 __all__ = ["main"]
 
@@ -39,6 +50,19 @@ _PROG = "transferkit"
 _MAX_TOP_K = 5
 # Images decoded at a time by `predict`, so a large folder never sits in memory at once.
 _PREDICT_CHUNK = 256
+# The level TF_CPP_MIN_LOG_LEVEL gets when the user has not set it: errors only.
+_TF_LOG_LEVEL = "2"
+# What TensorFlow logs while it loads, before its log level applies (absl writes everything
+# to stderr until it is initialized): INFO/WARNING lines, absl's notice about it, the CPU
+# feature notice, and the cuInit error every machine without an NVIDIA driver gets (the
+# INFO line "Could not find cuda drivers" already says it).
+_LOG_PREFIX = r"\d{4} [\d:.]+ +\d+ \S+:\d+\] "  # absl's: I0000 00:00:1795.1 9867 port.cc:153]
+_STARTUP_NOISE = re.compile(
+    rf"[IW]{_LOG_PREFIX}"
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|To enable the following instructions:"
+    rf"|E{_LOG_PREFIX}failed call to cuInit"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,8 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status: 0 on success, 1 on an error, 2 on a usage error (from argparse).
     """
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(argv)  # --help and usage errors exit here, before TensorFlow
     try:
+        _start_tensorflow()
         status: int = args.run(args)
     except (TransferkitError, OSError) as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message holds
@@ -74,6 +99,71 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _start_tensorflow() -> None:
+    """Imports TensorFlow, hiding its start-up logging unless ``TF_CPP_MIN_LOG_LEVEL`` is set.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` quiets TensorFlow's C++ logging only once it is running: the
+    lines it writes while it loads (oneDNN, CUDA drivers, CPU features) bypass it. So the
+    import runs with file descriptor 2 sent to a temporary file, and what it wrote is passed
+    on without those lines; anything else (a Python warning, an error) still shows.
+    """
+    if "tensorflow" in sys.modules or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = _TF_LOG_LEVEL
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to redirect
+        import tensorflow  # noqa: F401
+
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # device discovery logs at start-up too
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            written = capture.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in written if not _STARTUP_NOISE.match(line)))
+
+
+# ---------------------------------------------------------------------- shared options
+# Parent parsers (add_help=False) for options several subcommands take; cached so each is
+# built once per process.
+
+
+@functools.cache
+def _model_option() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("model", type=Path, help="a .keras file written by transferkit")
+    return parser
+
+
+@functools.cache
+def _batch_size_option() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=32, help="images per batch (default: 32)"
+    )
+    return parser
+
+
+@functools.cache
+def _image_size_option() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
+        "--image-size",
+        type=_image_size,
+        help="N or HxW (default: the backbone's size, 224 for mobilenet_v2)",
+    )
+    return parser
+
+
 # ---------------------------------------------------------------------- backbones
 
 
@@ -93,6 +183,8 @@ def _add_backbones(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _backbones(args: argparse.Namespace) -> int:
+    from transferkit._registry import get_backbone, list_backbones
+
     names = list_backbones(args.pattern)
     if not names:
         msg = f"No backbone matches {args.pattern!r}. Received: pattern={args.pattern!r}"
@@ -119,6 +211,7 @@ def _backbones(args: argparse.Namespace) -> int:
 def _add_train(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "train",
+        parents=[_image_size_option(), _batch_size_option()],
         help="train a classifier on a folder of images",
         description=(
             "Train a classifier on DATA_DIR: a folder with one subfolder of images per class, "
@@ -130,11 +223,6 @@ def _add_train(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("data_dir", type=Path, help="the folder of images")
     parser.add_argument(
         "--backbone", default="mobilenet_v2", help="a backbone name (default: mobilenet_v2)"
-    )
-    parser.add_argument(
-        "--image-size",
-        type=_image_size,
-        help="N or HxW (default: the backbone's size, 224 for mobilenet_v2)",
     )
     parser.add_argument(
         "--weights",
@@ -157,16 +245,13 @@ def _add_train(subparsers: Any) -> argparse.ArgumentParser:
         "backbone; the recipe uses 100 for mobilenet_v2)",
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=32, help="images per batch (default: 32)"
-    )
-    parser.add_argument(
         "--validation-split",
-        type=float,
+        type=_fraction,
         help="fraction of the images to validate on, when there is no validation/ folder",
     )
     parser.add_argument(
         "--test-split",
-        type=float,
+        type=_fraction,
         help="fraction of the validation images to move into a test set (the recipe: 0.2)",
     )
     parser.add_argument(
@@ -182,11 +267,18 @@ def _add_train(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from transferkit import _freezing
+    from transferkit._registry import get_backbone
+    from transferkit.classifier import TransferClassifier
+    from transferkit.data import from_directory
+
     # Check everything cheap before reading the images, and those before training.
     spec = get_backbone(args.backbone)
     image_size = spec.resolve_image_size(args.image_size)
     weights = None if args.weights == "none" else args.weights
-    spec.check_weights(weights, image_size)
+    with warnings.catch_warnings():  # building warns again, where it matters
+        warnings.simplefilter("ignore", TransferkitWarning)
+        spec.check_weights(weights, image_size)
     output: Path = args.output
     if output.suffix != ".keras" or not output.parent.is_dir():
         msg = (
@@ -232,7 +324,7 @@ def _train(args: argparse.Namespace) -> int:
         )
     test = clf.evaluate(data.test) if data.test is not None else None
     clf.save(output)
-    plot = _history_plot(clf, output)
+    plot_path = _history_plot(clf, output)
 
     summary = [
         ("backbone", f"{spec.name}, {image_size[0]}x{image_size[1]}, weights {args.weights}"),
@@ -246,7 +338,7 @@ def _train(args: argparse.Namespace) -> int:
     if test is not None:
         summary.append(("test", f"accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}"))
     summary.append(("model", os.fspath(output)))
-    summary.append(("history plot", plot))
+    summary.append(("history plot", plot_path))
     print("\nSummary")
     for key, value in summary:
         print(f"  {key:<13}{value}")
@@ -254,6 +346,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _last_epoch(clf: TransferClassifier, stage: Stage) -> str:
+    import numpy as np
+
     last = max(i for i, s in enumerate(clf.history.stages) if s == stage)
     count = clf.history.stages.count(stage)
     metrics = ", ".join(
@@ -269,6 +363,8 @@ def _epochs(count: int) -> str:
 
 
 def _history_plot(clf: TransferClassifier, output: Path) -> str:
+    from transferkit import plot
+
     target = output.with_suffix(".history.png")
     try:
         plot.history(clf, target)
@@ -283,13 +379,13 @@ def _history_plot(clf: TransferClassifier, output: Path) -> str:
 def _add_predict(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "predict",
+        parents=[_model_option(), _batch_size_option(), _cli_reports.tta_option()],
         help="classify image files",
         description=(
             "Classify image files with a saved model. Folders are searched for .bmp, .gif, "
             ".jpeg, .jpg and .png files. Images are resized to the model's size."
         ),
     )
-    parser.add_argument("model", type=Path, help="a .keras file written by transferkit")
     parser.add_argument("images", nargs="+", type=Path, help="image files or folders")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument(
@@ -297,13 +393,16 @@ def _add_predict(subparsers: Any) -> argparse.ArgumentParser:
         type=_positive_int,
         help=f"classes to show per image, most probable first (default: up to {_MAX_TOP_K})",
     )
-    parser.add_argument(
-        "--batch-size", type=_positive_int, default=32, help="images per batch (default: 32)"
-    )
+    _cli_reports.add_grad_cam_option(parser)
     return parser
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from transferkit.classifier import load_classifier
+    from transferkit.data import check_images, list_images, load_images
+
     files: list[Path] = []
     for path in args.images:
         found = list_images(path)
@@ -312,6 +411,8 @@ def _predict(args: argparse.Namespace) -> int:
             raise DataError(msg)
         files.extend(found)
     check_images(files)  # every file, before any prediction is printed
+    if args.grad_cam is not None:
+        _cli_reports.check_grad_cam_path(args.grad_cam)
     clf = load_classifier(args.model)
     names = clf.class_names or [str(i) for i in range(clf.num_classes)]
     top_k = args.top_k if args.top_k is not None else min(_MAX_TOP_K, clf.num_classes)
@@ -325,7 +426,9 @@ def _predict(args: argparse.Namespace) -> int:
     results = []
     for start in range(0, len(files), _PREDICT_CHUNK):
         chunk = files[start : start + _PREDICT_CHUNK]
-        probabilities = clf.predict(load_images(chunk, clf.image_size), batch_size=args.batch_size)
+        probabilities = clf.predict(
+            load_images(chunk, clf.image_size), batch_size=args.batch_size, tta=args.tta
+        )
         for file, row in zip(chunk, probabilities, strict=True):
             best = np.argsort(-row, kind="stable")[:top_k]
             ranked = [(names[i], float(row[i])) for i in best]
@@ -344,6 +447,8 @@ def _predict(args: argparse.Namespace) -> int:
                 print(f"{os.fspath(file)}  {shown}", flush=True)
     if args.json:
         print(json.dumps(results, indent=2))
+    if args.grad_cam is not None:
+        _cli_reports.write_grad_cam(clf, files, args.grad_cam, quiet=args.json)
     return 0
 
 
@@ -353,24 +458,30 @@ def _predict(args: argparse.Namespace) -> int:
 def _add_evaluate(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "evaluate",
+        parents=[_model_option(), _batch_size_option(), _cli_reports.tta_option()],
         help="measure loss and accuracy on a folder of images",
         description=(
             "Measure a saved model's loss and accuracy on DATA_DIR, a folder with one "
             "subfolder of images per class; the classes must be the model's."
         ),
     )
-    parser.add_argument("model", type=Path, help="a .keras file written by transferkit")
     parser.add_argument("data_dir", type=Path, help="the folder of class subfolders")
-    parser.add_argument(
-        "--batch-size", type=_positive_int, default=32, help="images per batch (default: 32)"
-    )
+    _cli_reports.add_report_option(parser)
     return parser
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from transferkit.classifier import load_classifier
+    from transferkit.interpret import interpret
+
+    if args.report is not None:
+        _cli_reports.prepare_report_folder(args.report)
     clf = load_classifier(args.model)
-    results = clf.evaluate(args.data_dir, batch_size=args.batch_size)
-    print("  ".join(f"{name} {value:.4f}" for name, value in sorted(results.items())))
+    # One pass gives the loss and accuracy evaluate() gives, and the report's numbers.
+    result = interpret(clf, args.data_dir, batch_size=args.batch_size, tta=args.tta)
+    print(f"accuracy {result.accuracy:.4f}  loss {result.loss:.4f}")
+    if args.report is not None:
+        _cli_reports.write_report(result, args.report)
     return 0
 
 
@@ -380,6 +491,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _add_export(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "export",
+        parents=[_model_option()],
         help="write a saved model for serving (SavedModel or TFLite)",
         description=(
             "Write MODEL for serving: a TensorFlow SavedModel folder or a TFLite file that "
@@ -387,7 +499,6 @@ def _add_export(subparsers: Any) -> argparse.ArgumentParser:
             "'serving_default', input 'images', output 'probabilities')."
         ),
     )
-    parser.add_argument("model", type=Path, help="a .keras file written by transferkit")
     parser.add_argument(
         "--format",
         choices=("saved_model", "tflite"),
@@ -411,6 +522,8 @@ def _add_export(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from transferkit.classifier import load_classifier
+
     clf = load_classifier(args.model)
     print(os.fspath(clf.export(args.output, format=args.format, quantize=args.quantize)))
     return 0
@@ -419,34 +532,41 @@ def _export(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- argument types
 
 
+# Each parses the text, checks the value with transferkit's own checks (_validation) and
+# says what was expected in argparse's usage error.
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        msg = f"must be a positive integer, not {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+    try:
+        return _validation.positive_int("value", int(text))
+    except ValueError:  # InvalidArgumentError is a ValueError too
+        msg = f"must be a positive integer, not {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        msg = f"must be 0 or more, not {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _image_size(text: str) -> int | tuple[int, int]:
-    parts = text.lower().split("x")
     try:
-        sides = [int(part) for part in parts]
+        return _validation.non_negative_int("value", int(text))
     except ValueError:
-        sides = []
-    if len(sides) == 1:
-        return sides[0]
-    if len(sides) == 2:
-        return (sides[0], sides[1])
-    msg = f"must be N or HxW (such as 160 or 192x256), not {text!r}"
-    raise argparse.ArgumentTypeError(msg)
+        msg = f"must be an integer of 0 or more, not {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def _fraction(text: str) -> float:
+    try:
+        return _validation.fraction("value", float(text))
+    except ValueError:
+        msg = f"must be a number between 0 and 1 (exclusive), not {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        sides = [int(part) for part in text.lower().split("x")]
+        return _validation.image_size(sides[0] if len(sides) == 1 else sides)
+    except ValueError:
+        msg = f"must be N or HxW of positive integers (such as 160 or 192x256), not {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
 
 
 def _layer(text: str) -> int | str:

@@ -176,6 +176,7 @@ def preset_rows() -> list[dict[str, Any]]:
                 "default_image_size": spec.default_image_size,
                 "parameters": spec.parameters,
                 "pooling": spec.pooling,
+                "fixed_size": _FAMILIES[class_name].fixed_size,
                 "description": " ".join(str(metadata.get("description", "")).split()),
                 "model_card": metadata.get("model_card"),
             }
@@ -262,7 +263,9 @@ def _spec(name: str, preset: str, class_name: str, size: int, params: Any) -> Ba
         feature_channels=None,
         family=family.name,
         min_image_size=min(32, size),
-        weight_sizes=(size,) if family.fixed_size else None,
+        # Not weight_sizes: a fixed-size family cannot load its weights at another size at
+        # all, which the constructor checks, rather than load the default size's with a warning.
+        weight_sizes=None,
         parameters=params if isinstance(params, int) and params > 0 else None,
         pooling=family.pooling,  # type: ignore[arg-type]
         layout=layout,
@@ -287,16 +290,21 @@ class _Constructor:
         keras_hub = import_keras_hub(f"The backbone {self.preset!r}")
         family = _FAMILIES[self.class_name]
         height, width = int(input_shape[0]), int(input_shape[1])
-        if family.shape_argument is None and (height, width) != (self.preset_size,) * 2:
+        load_weights = weights is not None
+        # Position embeddings learned at one size: the weights load at that size only (and a
+        # vision tower is built at it only). Checked before anything is read or downloaded.
+        fixed = family.shape_argument is None or (family.fixed_size and load_weights)
+        if fixed and (height, width) != (self.preset_size,) * 2:
+            what = "built" if family.shape_argument is None else "pretrained"
             msg = (
-                f"The {family.name} backbone {self.preset!r} is built at its preset's size "
-                f"only, {self.preset_size}x{self.preset_size} pixels. "
+                f"The {family.name} backbone {self.preset!r} is {what} at its preset's size "
+                f"only, {self.preset_size}x{self.preset_size} pixels; pick that size"
+                f"{'' if family.shape_argument is None else ' or pass weights=None'}. "
                 f"Received: image_size={(height, width)}"
             )
             raise InvalidImageSizeError(msg)
         if family.shape_argument is not None:
             kwargs[family.shape_argument] = (height, width, 3)
-        load_weights = weights is not None
         try:
             network = keras_hub.models.Backbone.from_preset(
                 self.preset, load_weights=load_weights, **kwargs

@@ -13,10 +13,20 @@ from typing import Any, Union
 import numpy as np
 import tensorflow as tf
 
-from transferkit.data import list_images, load_images
+from transferkit.data import _undecodable_files_named, from_files, list_images
 from transferkit.errors import DataError, ImageShapeError, TransferkitWarning
 
-__all__ = ["Images", "LabeledData", "as_image_input", "as_labeled_dataset"]
+__all__ = [
+    "Images",
+    "LabeledData",
+    "as_image_input",
+    "as_labeled_dataset",
+    "naming_undecodable_files",
+]
+
+#: Wrap model.fit / evaluate / predict on folder datasets with it: a file damaged in its
+#: middle then stops the run with a DataError that names it (see transferkit.data).
+naming_undecodable_files = _undecodable_files_named
 
 #: Labeled data: a ``tf.data.Dataset`` of ``(images, labels)`` batches, an ``(x, y)`` pair,
 #: or the path of a folder of class subfolders.
@@ -139,7 +149,7 @@ def as_labeled_dataset(
         if len(spec[0].shape) == 3:
             data = data.batch(batch_size)
         _check_image_shape(tuple(_dataset_images_spec(data).shape), image_size)
-        return data.prefetch(tf.data.AUTOTUNE)
+        return _keep_file_paths(data, data.prefetch(tf.data.AUTOTUNE))
     if isinstance(data, (tuple, list)) and len(data) == 2:
         images = _array_images(data[0], image_size)
         labels = _array_labels(data[1], len(images), num_classes)
@@ -157,14 +167,22 @@ def as_labeled_dataset(
     raise DataError(msg)
 
 
+def _keep_file_paths(source: Any, dataset: tf.data.Dataset) -> tf.data.Dataset:
+    # A new dataset object drops the attribute; naming_undecodable_files reads it.
+    files = getattr(source, "file_paths", None)
+    if files is not None:
+        dataset.file_paths = files
+    return dataset
+
+
 def as_image_input(
     images: Images, *, image_size: tuple[int, int], batch_size: int
 ) -> np.ndarray | tf.data.Dataset:
     """Validates images for prediction: an array batch, or a dataset of image batches.
 
     Datasets of ``(images, labels)`` are accepted; their labels are dropped. A path (an
-    image file, or a folder read recursively in sorted order) is loaded and resized as
-    :func:`transferkit.data.load_images` does.
+    image file, or a folder read recursively in sorted order) is read in batches as it is
+    needed (:func:`transferkit.data.from_files`), so a folder never sits in memory at once.
 
     Raises:
         ImageShapeError: images have the wrong shape.
@@ -177,9 +195,9 @@ def as_image_input(
         if len(_dataset_images_spec(images).shape) == 3:
             images = images.batch(batch_size)
         _check_image_shape(tuple(_dataset_images_spec(images).shape), image_size)
-        return images.prefetch(tf.data.AUTOTUNE)
+        return _keep_file_paths(images, images.prefetch(tf.data.AUTOTUNE))
     if isinstance(images, (str, os.PathLike)):
-        return load_images(list_images(images), image_size)
+        return from_files(list_images(images), image_size, batch_size)
     if isinstance(images, bytes) or images is None:
         msg = (
             "images must be a numpy array, a tensor, a tf.data.Dataset of images or the "

@@ -187,42 +187,44 @@ def run(
     start = clf.history.next_epoch  # after the epochs a resumed run already trained
     epochs = options.epochs - safe.completed
     callbacks = [*options.callbacks, *safe.callbacks]
-    if cache is None or not cache.enabled:
-        keras_history = clf.model.fit(
-            train,
-            validation_data=validation,
-            initial_epoch=start,
-            epochs=start + epochs,
-            shuffle=False,  # arrays were shuffled in the pipeline; datasets keep their order
-            callbacks=callbacks,
-            verbose=options.verbose,
-        )
-    else:
-        augment = any(layer.name == "augmentation" for layer in clf.model.layers)
-        with (
-            _scope(clf),
-            _features.cache_features(
-                clf.model,
-                clf.backbone,
+    # A file damaged mid-way stops the run with a DataError naming it (checkpoints stay).
+    with _inputs.naming_undecodable_files(train, validation):
+        if cache is None or not cache.enabled:
+            keras_history = clf.model.fit(
                 train,
-                validation,
-                views=min(cache.augmented_views, options.epochs) if augment else 1,
-                augment=augment,
-                memory_limit=cache.memory_limit,
-                jit_compile=options.jit_compile,
-            ) as cached,
-        ):
-            # Same optimizer object as the full model's, so a callback that changes
-            # callback.model.optimizer (ReduceLROnPlateau) changes the head's.
-            compile_model(clf, optimizer, model=cached.head, jit_compile=options.jit_compile)
-            keras_history = cached.fit(
-                clf.model,
+                validation_data=validation,
                 initial_epoch=start,
-                epochs=epochs,
+                epochs=start + epochs,
+                shuffle=False,  # arrays were shuffled in the pipeline; datasets keep their order
                 callbacks=callbacks,
                 verbose=options.verbose,
-                seed=safe.shuffle_seed,
             )
+        else:
+            augment = any(layer.name == "augmentation" for layer in clf.model.layers)
+            with (
+                _scope(clf),
+                _features.cache_features(
+                    clf.model,
+                    clf.backbone,
+                    train,
+                    validation,
+                    views=min(cache.augmented_views, options.epochs) if augment else 1,
+                    augment=augment,
+                    memory_limit=cache.memory_limit,
+                    jit_compile=options.jit_compile,
+                ) as cached,
+            ):
+                # Same optimizer object as the full model's, so a callback that changes
+                # callback.model.optimizer (ReduceLROnPlateau) changes the head's.
+                compile_model(clf, optimizer, model=cached.head, jit_compile=options.jit_compile)
+                keras_history = cached.fit(
+                    clf.model,
+                    initial_epoch=start,
+                    epochs=epochs,
+                    callbacks=callbacks,
+                    verbose=options.verbose,
+                    seed=safe.shuffle_seed,
+                )
     clf.history.append(stage, *safe.kept(keras_history.epoch, keras_history.history))
     safe.raise_if_diverged()
     return clf.history

@@ -32,8 +32,10 @@ from transferkit import (
     _persistence,
     _stages,
     _training,
+    _tta,
     _validation,
 )
+from transferkit import interpret as _interpret
 from transferkit._config import ClassifierConfig, DtypePolicy
 from transferkit._registry import get_backbone
 from transferkit._stages import JitCompile, Verbose
@@ -446,9 +448,21 @@ class TransferClassifier:
     # ------------------------------------------------------------------ inference
 
     def predict(
-        self, images: _inputs.Images, *, batch_size: int = 32, verbose: Verbose = 0
+        self,
+        images: _inputs.Images,
+        *,
+        batch_size: int = 32,
+        verbose: Verbose = 0,
+        tta: bool | int = False,
     ) -> np.ndarray:
         """Per-class probabilities for raw-pixel images.
+
+        With ``tta`` (test-time augmentation), the probabilities of several views of each
+        image are averaged: ``True`` is the image and its horizontal mirror image; an int
+        ``n`` (up to 12) takes the first ``n`` of: the image, its mirror image, the central
+        crop of 87.5% of the height and width (resized back), that crop mirrored, then the
+        four corner crops of that size, each followed by its mirror image (the ten-crop
+        evaluation). It costs one forward pass per view.
 
         Args:
             images: a numpy array or tensor of shape ``(n, height, width, 3)`` (or one
@@ -458,13 +472,26 @@ class TransferClassifier:
                 sorted order; see :func:`transferkit.data.list_images`).
             batch_size: int. Batch size for arrays. Defaults to 32.
             verbose: Keras' progress output. Defaults to 0 (silent).
+            tta: bool or int. The views to average (see above); False for none.
+                Defaults to False.
 
         Returns:
             A float32 array of shape ``(n, num_classes)`` whose rows sum to 1.
         """
         batch_size = _validation.positive_int("batch_size", batch_size)
+        views = _tta.view_count(tta)
         inputs = _inputs.as_image_input(images, image_size=self.image_size, batch_size=batch_size)
-        logits = self.model.predict(inputs, batch_size=batch_size, verbose=verbose)
+        with _inputs.naming_undecodable_files(inputs):
+            if views > 1:
+                return _tta.predict_probabilities(
+                    self.model,
+                    inputs,
+                    batch_size=batch_size,
+                    count=views,
+                    binary=self.is_binary,
+                    distributed=self._strategy is not None,
+                )
+            logits = self.model.predict(inputs, batch_size=batch_size, verbose=verbose)
         return np.asarray(keras.ops.convert_to_numpy(self._probabilities(logits)), np.float32)
 
     def predict_labels(
@@ -484,7 +511,12 @@ class TransferClassifier:
         return indices if names is None else [names[i] for i in indices]
 
     def evaluate(
-        self, data: _inputs.LabeledData, *, batch_size: int = 32, verbose: Verbose = 0
+        self,
+        data: _inputs.LabeledData,
+        *,
+        batch_size: int = 32,
+        verbose: Verbose = 0,
+        tta: bool | int = False,
     ) -> dict[str, float]:
         """Loss and accuracy on labeled data.
 
@@ -492,6 +524,8 @@ class TransferClassifier:
             data: as for :meth:`fit_head`.
             batch_size: int. Batch size for arrays. Defaults to 32.
             verbose: Keras' progress output. Defaults to 0 (silent).
+            tta: bool or int. Test-time augmentation, as for :meth:`predict`: the loss and
+                accuracy of the averaged probabilities. Defaults to False.
 
         Returns:
             ``{"loss": ..., "accuracy": ...}``.
@@ -501,12 +535,35 @@ class TransferClassifier:
                 several workers, which Keras 3 cannot evaluate under.
         """
         batch_size = _validation.positive_int("batch_size", batch_size)
+        if _tta.view_count(tta) > 1:
+            result = self.interpret(data, batch_size=batch_size, tta=tta)
+            return {"loss": result.loss, "accuracy": result.accuracy}
         _training.check_strategy_can_train(self._strategy)
         dataset = _stages.labeled_data(self, data, batch_size, shuffle=False, name="data")
         if not self.model.compiled:
             _stages.compile_model(self)
-        results = self.model.evaluate(dataset, verbose=verbose, return_dict=True)
+        with _inputs.naming_undecodable_files(dataset):
+            results = self.model.evaluate(dataset, verbose=verbose, return_dict=True)
         return {name: float(value) for name, value in results.items()}
+
+    def interpret(
+        self, data: _inputs.LabeledData, *, batch_size: int = 32, tta: bool | int = False
+    ) -> _interpret.Interpretation:
+        """Where the classifier is wrong on labeled data: confusion matrix, report, top losses.
+
+        One prediction pass over the data, batch by batch; see
+        :func:`transferkit.interpret.interpret`.
+
+        Args:
+            data: as for :meth:`evaluate`.
+            batch_size: int. Batch size for arrays and folders. Defaults to 32.
+            tta: bool or int. Test-time augmentation, as for :meth:`predict`.
+                Defaults to False.
+
+        Returns:
+            An :class:`~transferkit.interpret.Interpretation`.
+        """
+        return _interpret.interpret(self, data, batch_size=batch_size, tta=tta)
 
     # ------------------------------------------------------------------ persistence
 
