@@ -257,12 +257,13 @@ def test_backbones_prints_the_registry_as_a_table(capsys):
     header, *rows = capsys.readouterr().out.splitlines()
 
     assert status == 0
-    assert header.split() == ["NAME", "SIZE", "PARAMETERS", "PREPROCESSING"]
+    assert header.split() == ["NAME", "FAMILY", "SIZE", "PARAMETERS", "PREPROCESSING"]
     assert [row.split()[0] for row in rows] == tk.list_backbones("mobilenet*")
     for row in rows:
-        name, size, parameters, preprocessing = row.split()
+        name, family, size, parameters, preprocessing = row.split()
         spec = tk.get_backbone(name)
-        assert (int(size), parameters, preprocessing) == (
+        assert (family, int(size), parameters, preprocessing) == (
+            spec.family,
             spec.default_image_size,
             f"{spec.parameters:,}",
             spec.preprocessing,

@@ -1,9 +1,11 @@
 """Sphinx directives that render tables from transferkit's backbone registry at build time.
 
 ``.. backbone-table::`` lists every registered backbone with its facts;
-``.. preprocessing-table::`` lists the preprocessing each family's weights expect. Both read
-:func:`transferkit.list_backbones` and :func:`transferkit.get_backbone`, so the tables cannot
-drift from the code.
+``.. preprocessing-table::`` lists the preprocessing each family's weights expect;
+``.. hub-family-table::`` summarizes the keras-hub families (when the ``hub`` extra is installed
+at build time, as in CI). They read :func:`transferkit.list_backbones`,
+:func:`transferkit.get_backbone` and keras-hub's preset metadata, so the tables cannot drift
+from the code.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
 import transferkit as tk
+from transferkit import _hub
 from transferkit.preprocessing import PREPROCESSING_MODES
 
 
@@ -91,7 +94,7 @@ def backbone_rows() -> list[tuple[str, ...]]:
                 _imagenet_sizes(backbone),
                 str(backbone.min_image_size),
                 "—" if backbone.parameters is None else f"{backbone.parameters:,}",
-                str(backbone.feature_channels),
+                "—" if backbone.feature_channels is None else str(backbone.feature_channels),
                 _preprocessing(backbone.preprocessing),
             )
         )
@@ -121,8 +124,53 @@ class PreprocessingTable(SphinxDirective):
         return [_table(("Family", "Backbones", "Preprocessing inside the model"), rows)]
 
 
+HUB_COLUMNS = ("Family", "Presets", "Default pooling", "Sizes", "Parameters", "Model cards")
+
+
+def hub_family_rows() -> list[tuple[str, ...]]:
+    """One row of :data:`HUB_COLUMNS` per keras-hub family; none without keras-hub."""
+    if not _hub.available():
+        return []
+    families: dict[str, list[dict[str, Any]]] = {}
+    for row in _hub.preset_rows():
+        families.setdefault(row["family"], []).append(row)
+    rows = []
+    for family, presets in sorted(families.items()):
+        spec = tk.get_backbone(presets[0]["name"])
+        params = [row["parameters"] for row in presets if row["parameters"]]
+        sizes = sorted({row["default_image_size"] for row in presets})
+        cards = sorted({row["model_card"] for row in presets if row["model_card"]})
+        rows.append(
+            (
+                family,
+                str(len(presets)),
+                spec.pooling,
+                ("preset size: " if presets[0]["fixed_size"] else "any, default ")
+                + ", ".join(map(str, sizes)),
+                f"{min(params) / 1e6:,.1f}M to {max(params) / 1e6:,.1f}M" if params else "—",
+                ", ".join(cards) or "—",
+            )
+        )
+    return rows
+
+
+class HubFamilyTable(SphinxDirective):
+    """The keras-hub families, one row each (a note when keras-hub is not installed)."""
+
+    def run(self) -> list[nodes.Node]:
+        rows = hub_family_rows()
+        if not rows:
+            note = nodes.paragraph(
+                text="keras-hub is not installed where these pages were built, so its "
+                "families are not listed; pip install 'transferkit[hub]' and rebuild."
+            )
+            return [note]
+        return [_table(HUB_COLUMNS, rows)]
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     """Registers the directives."""
     app.add_directive("backbone-table", BackboneTable)
+    app.add_directive("hub-family-table", HubFamilyTable)
     app.add_directive("preprocessing-table", PreprocessingTable)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

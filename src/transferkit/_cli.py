@@ -189,7 +189,10 @@ def _add_backbones(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "backbones",
         help="list the backbones",
-        description="List the registered backbones (built-in and plugins) as a table.",
+        description=(
+            "List the registered backbones (built-in, plugins and, with the hub extra, "
+            "keras-hub presets) as a table."
+        ),
     )
     parser.add_argument(
         "pattern", nargs="?", default="*", help="an fnmatch pattern such as 'efficientnet*'"
@@ -204,16 +207,18 @@ def _backbones(args: argparse.Namespace) -> int:
     if not names:
         msg = f"No backbone matches {args.pattern!r}. Received: pattern={args.pattern!r}"
         raise InvalidArgumentError(msg)
-    rows = [("NAME", "SIZE", "PARAMETERS", "PREPROCESSING")]
+    rows = [("NAME", "FAMILY", "SIZE", "PARAMETERS", "PREPROCESSING")]
     for name in names:
         spec = get_backbone(name)
         parameters = f"{spec.parameters:,}" if spec.parameters is not None else "-"
-        rows.append((name, str(spec.default_image_size), parameters, spec.preprocessing))
+        rows.append(
+            (name, spec.family, str(spec.default_image_size), parameters, spec.preprocessing)
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        name, size, parameters, preprocessing = row
+    for name, family, size, parameters, preprocessing in rows:
         print(
-            f"{name:<{widths[0]}}  {size:>{widths[1]}}  {parameters:>{widths[2]}}  {preprocessing}"
+            f"{name:<{widths[0]}}  {family:<{widths[1]}}  {size:>{widths[2]}}  "
+            f"{parameters:>{widths[3]}}  {preprocessing}"
         )
     return 0
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from transferkit import _validation
 from transferkit.backbone import Backbone, ImageSize
 from transferkit.errors import InvalidArgumentError
+from transferkit.pooling import Pooling
 
 __all__ = ["DTYPE_POLICIES", "ClassifierConfig", "DtypePolicy"]
 
@@ -35,6 +36,8 @@ class ClassifierConfig:
         dtype_policy: the mixed-precision policy, or None for float32.
         multi_label: whether each class is an independent yes/no answer (one sigmoid
             logit per class) rather than one class per image.
+        pooling: how the backbone's output becomes one vector per image: ``"avg"`` for a
+            feature map, ``"cls"`` or ``"mean"`` for a transformer's tokens.
     """
 
     backbone: str
@@ -44,6 +47,7 @@ class ClassifierConfig:
     dropout: float = 0.2
     dtype_policy: DtypePolicy = None
     multi_label: bool = False
+    pooling: Pooling = "avg"
 
     @classmethod
     def create(
@@ -56,6 +60,7 @@ class ClassifierConfig:
         dropout: object,
         dtype_policy: object,
         multi_label: object = False,
+        pooling: object = None,
     ) -> ClassifierConfig:
         """Validates the constructor's arguments into a config; raises on the first bad one."""
         names = _validation.class_names(class_names)
@@ -85,6 +90,7 @@ class ClassifierConfig:
             dropout=rate,
             dtype_policy=dtype_policy,  # type: ignore[arg-type]  # checked just above
             multi_label=bool(multi_label),
+            pooling=_pooling(spec, pooling),
         )
 
     def with_class_names(self, names: Sequence[str]) -> ClassifierConfig:
@@ -111,4 +117,14 @@ class ClassifierConfig:
             dropout=float(data.get("dropout", 0.2)),
             dtype_policy=data.get("dtype_policy"),
             multi_label=bool(data.get("multi_label", False)),
+            pooling=data.get("pooling", "avg"),
         )
+
+
+def _pooling(spec: Backbone, pooling: object) -> Pooling:
+    # A feature map is averaged; a token sequence is pooled by its class token or its mean.
+    if pooling is None:
+        return spec.pooling
+    fits = ("avg",) if spec.pooling == "avg" else ("cls", "mean")
+    _validation.choice("pooling", pooling, fits)
+    return pooling  # type: ignore[return-value]  # checked just above

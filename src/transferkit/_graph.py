@@ -16,6 +16,7 @@ Two registered layers make the recipe's intent hold on Keras 3:
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -99,9 +100,12 @@ def build_model(
 ) -> keras.Model:
     """The recipe's graph: augmentation → preprocessing → backbone → pooling → dropout → dense.
 
+    The pooling is the config's: global averaging of a feature map, or the class token or
+    mean patch token of a transformer (see :mod:`transferkit.pooling`).
+
     Args:
         config: the classifier's settings (classes, image size, dropout).
-        spec: the backbone's spec (for its preprocessing layer).
+        spec: the backbone's spec (for its preprocessing and pooling layers).
         backbone: the built backbone model.
         augmentation: the augmentation model, or None.
 
@@ -113,12 +117,13 @@ def build_model(
     x = augmentation(inputs) if augmentation is not None else inputs
     x = spec.preprocessing_layer()(x)
     x = InferenceMode(backbone, name=BACKBONE_LAYER)(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pooling")(x)
+    x = spec.pooling_layer(backbone, config.pooling, name="pooling")(x)
     x = keras.layers.Dropout(config.dropout, name="dropout")(x)
     # float32 logits even under a mixed-precision policy, for a stable loss.
     units = 1 if config.num_classes == 2 and not config.multi_label else config.num_classes
     outputs = keras.layers.Dense(units, name="logits", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name=f"transferkit_{spec.name}")
+    # Keras names take no "/" (a keras-hub preset folder's path is a backbone name).
+    return keras.Model(inputs, outputs, name="transferkit_" + re.sub(r"\W", "_", spec.name))
 
 
 @contextlib.contextmanager

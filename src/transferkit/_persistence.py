@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import tensorflow as tf
 
+from transferkit import _hub
 from transferkit._config import ClassifierConfig
 from transferkit._registry import get_backbone
 from transferkit.backbone import Backbone
@@ -41,6 +42,7 @@ _SPEC_FIELDS = (
     "family",
     "min_image_size",
     "parameters",
+    "pooling",
 )
 
 
@@ -94,6 +96,8 @@ def read(
             f"the transferkit version that wrote it ({metadata.get('transferkit_version')})."
         )
         raise DataError(msg)
+    if _hub.is_hub_name(metadata["config"]["backbone"]):
+        _hub.import_keras_hub(f"Loading {os.fspath(path)!r}")  # registers its classes
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         model = keras.saving.load_model(source, compile=False, safe_mode=True)
@@ -121,7 +125,9 @@ def _spec(facts: dict[str, Any]) -> Backbone:
     try:
         return get_backbone(facts["name"])
     except UnknownBackboneError:
-        return Backbone(constructor=_not_registered(facts["name"]), **facts)
+        # A keras-hub preset folder that is gone: its blocks are still found in the model.
+        layout = _hub.layout if _hub.is_hub_name(facts["name"]) else None
+        return Backbone(constructor=_not_registered(facts["name"]), layout=layout, **facts)
 
 
 def _not_registered(name: str) -> Any:

@@ -7,6 +7,10 @@ On a name clash the registered backbone wins: a plugin whose entry point name is
 (by a built-in, by a backbone registered in code, or by an earlier plugin in name order) is
 skipped with a :class:`~transferkit.errors.TransferkitWarning`. To replace a built-in on
 purpose, call ``register_backbone(spec, overwrite=True)``.
+
+keras-hub presets (``"keras_hub:<preset>"``, or the path of a local preset folder) are looked
+up through :mod:`transferkit._hub` when the ``hub`` extra is installed; they are listed, not
+stored, and their specs are made on first lookup.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any, overload
 
 import keras
 
-from transferkit import _plugins
+from transferkit import _hub, _plugins
 from transferkit._builtin import BUILTIN_BACKBONES
 from transferkit.backbone import Backbone
 from transferkit.errors import (
@@ -43,12 +47,22 @@ class BackboneRegistry:
     Args:
         backbones: the backbones to start with.
         discover_plugins: whether to look for entry points on first lookup.
+        hub: whether keras-hub presets are looked up and listed (when keras-hub is
+            installed). The default registry has them; defaults to False.
     """
 
-    def __init__(self, backbones: Iterable[Backbone] = (), *, discover_plugins: bool = True):
+    def __init__(
+        self,
+        backbones: Iterable[Backbone] = (),
+        *,
+        discover_plugins: bool = True,
+        hub: bool = False,
+    ):
         self._backbones: dict[str, Backbone] = {}
         self._pending: dict[str, EntryPoint] = {}
         self._discovered = not discover_plugins
+        self._hub = hub
+        self._hub_specs: dict[str, Backbone] = {}
         self._lock = threading.RLock()
         for backbone in backbones:
             self._add(backbone, overwrite=False)
@@ -111,6 +125,8 @@ class BackboneRegistry:
             self._discover()
             if name in self._backbones:
                 return self._backbones[name]
+            if self._hub and name not in self._pending and _hub.is_hub_name(name):
+                return self._hub_spec(name)
             if name not in self._pending:
                 raise self._unknown(name)
             # A failing plugin raises PluginLoadError and stays pending, so it fails the same
@@ -120,6 +136,11 @@ class BackboneRegistry:
             self._backbones[name] = backbone
             return backbone
 
+    def _hub_spec(self, name: str) -> Backbone:
+        if name not in self._hub_specs:
+            self._hub_specs[name] = _hub.backbone(name)
+        return self._hub_specs[name]
+
     def names(self, pattern: str = "*") -> list[str]:
         """Sorted names matching an fnmatch ``pattern``; see :func:`list_backbones`."""
         if not isinstance(pattern, str):
@@ -128,6 +149,9 @@ class BackboneRegistry:
         with self._lock:
             self._discover()
             every = set(self._backbones) | set(self._pending)
+        # keras-hub is imported (seconds) only for a pattern that can match its names.
+        if self._hub and _hub.could_match(pattern) and _hub.available():
+            every |= set(_hub.names())
         return sorted(name for name in every if fnmatch.fnmatchcase(name, pattern))
 
     def __contains__(self, name: object) -> bool:
@@ -158,13 +182,15 @@ def _close_matches(name: str, known: list[str]) -> list[str]:
     return [by_normalized[n] for n in near]
 
 
-_DEFAULT = BackboneRegistry(BUILTIN_BACKBONES)
+_DEFAULT = BackboneRegistry(BUILTIN_BACKBONES, hub=True)
 
 
 def list_backbones(pattern: str = "*") -> list[str]:
     """Lists the registered backbone names, sorted, that match a pattern.
 
-    Installed plugins are listed without importing them.
+    Installed plugins are listed without importing them. With the ``hub`` extra installed,
+    the image presets of keras-hub are listed too, as ``"keras_hub:<preset>"`` (from
+    keras-hub's preset metadata, downloading nothing).
 
     Args:
         pattern: str. An ``fnmatch`` pattern (``"efficientnet_b*"``). Defaults to ``"*"``.

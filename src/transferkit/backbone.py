@@ -19,6 +19,7 @@ from typing import Any
 import keras
 
 from transferkit import _validation
+from transferkit import pooling as _pooling
 from transferkit.errors import (
     InvalidArgumentError,
     InvalidImageSizeError,
@@ -27,12 +28,33 @@ from transferkit.errors import (
 )
 from transferkit.preprocessing import PREPROCESSING_MODES, ImagePreprocessing, PreprocessingMode
 
-__all__ = ["Backbone", "ImageSize", "Weights"]
+__all__ = ["Backbone", "BackboneLayout", "ImageSize", "Weights"]
 
 #: An image size, as one int for square images or as ``(height, width)``.
 ImageSize = int | Sequence[int]
 #: ``"imagenet"``, ``None`` (random initialization) or the path of a weights file.
 Weights = str | os.PathLike[str] | None
+
+
+@dataclass(frozen=True)
+class BackboneLayout:
+    """What a built backbone model is made of, for freezing and pooling.
+
+    Args:
+        blocks: the freezable blocks, input side first; each block is a tuple of layers
+            that are frozen and unfrozen together. ``unfreeze(-4)`` unfreezes the last four.
+            Layers in no block (containers, a final normalization after the last block)
+            train whenever any block does.
+        prefix_tokens: int. For a backbone ending in a token sequence, the number of
+            special tokens (class, distillation, registers) before the patch tokens.
+            Defaults to 0.
+        patch_size: ``(height, width)`` of one patch, for a token sequence; None for a
+            feature map. Defaults to None.
+    """
+
+    blocks: tuple[tuple[keras.layers.Layer, ...], ...]
+    prefix_tokens: int = 0
+    patch_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -48,7 +70,8 @@ class Backbone:
             ``"caffe"``, ``"torch"`` or ``"none"`` (see
             :class:`~transferkit.preprocessing.ImagePreprocessing`).
         default_image_size: int. The input size the network was trained at.
-        feature_channels: int. Channels of the last feature map at the default settings.
+        feature_channels: int or None. Channels of the last feature map at the default
+            settings; None where unknown before building (keras-hub presets).
         family: str. The model family (``"mobilenet"``, ``"efficientnet"``, ...).
         min_image_size: int. The smallest height or width the network accepts.
             Defaults to 32.
@@ -61,18 +84,27 @@ class Backbone:
             Defaults to True.
         parameters: int or None. Parameter count of the headless network at the default
             settings, for tables. Defaults to None.
+        pooling: str. The default pooling of the network's output (see
+            :data:`~transferkit.pooling.POOLINGS`): ``"avg"`` for a feature map, ``"cls"``
+            or ``"mean"`` for a token sequence. Defaults to ``"avg"``.
+        layout: callable or None. Maps a built backbone model to its
+            :class:`~transferkit.backbone.BackboneLayout`; None means every top-level
+            layer is a block (as for ``keras.applications``) and there are no special
+            tokens. Defaults to None.
     """
 
     name: str
     constructor: Callable[..., keras.Model] = field(repr=False)
     preprocessing: PreprocessingMode
     default_image_size: int
-    feature_channels: int
+    feature_channels: int | None
     family: str
     min_image_size: int = 32
     weight_sizes: tuple[int, ...] | None = None
     imagenet_weights: bool = True
     parameters: int | None = None
+    pooling: _pooling.Pooling = "avg"
+    layout: Callable[[keras.Model], BackboneLayout] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -92,6 +124,8 @@ class Backbone:
             raise InvalidArgumentError(msg)
         for attribute in ("default_image_size", "min_image_size", "feature_channels"):
             value = getattr(self, attribute)
+            if value is None and attribute == "feature_channels":
+                continue
             if not _is_int(value) or value <= 0:
                 msg = (
                     f"Backbone {self.name!r}: {attribute} must be a positive int. "
@@ -123,6 +157,18 @@ class Backbone:
                 f"Received: parameters={self.parameters!r}"
             )
             raise InvalidArgumentError(msg)
+        if self.pooling not in _pooling.POOLINGS:
+            msg = (
+                f"Backbone {self.name!r}: pooling must be one of {sorted(_pooling.POOLINGS)}. "
+                f"Received: pooling={self.pooling!r}"
+            )
+            raise InvalidArgumentError(msg)
+        if self.layout is not None and not callable(self.layout):
+            msg = (
+                f"Backbone {self.name!r}: layout must be None or a callable. "
+                f"Received: layout={self.layout!r}"
+            )
+            raise InvalidArgumentError(msg)
         if self.default_image_size < self.min_image_size:
             msg = (
                 f"Backbone {self.name!r}: default_image_size is below min_image_size. "
@@ -141,6 +187,67 @@ class Backbone:
             A serializable :class:`~transferkit.preprocessing.ImagePreprocessing` layer.
         """
         return ImagePreprocessing(self.preprocessing, name=name)
+
+    def layout_of(self, model: keras.Model) -> BackboneLayout:
+        """Returns the blocks and special tokens of a model built by :meth:`build`.
+
+        Args:
+            model: the backbone model (also one loaded from a saved classifier).
+
+        Returns:
+            The :class:`~transferkit.backbone.BackboneLayout`; without a ``layout``
+            callable, one block per top-level layer.
+        """
+        if self.layout is None:
+            return BackboneLayout(blocks=tuple((layer,) for layer in model.layers))
+        return self.layout(model)
+
+    def pooling_layer(
+        self, model: keras.Model, pooling: str | None = None, name: str = "pooling"
+    ) -> keras.layers.Layer:
+        """Returns a new layer pooling the output of ``model`` into one vector per image.
+
+        Args:
+            model: the backbone model built by :meth:`build`.
+            pooling: ``"avg"``, ``"cls"``, ``"mean"``, or None for this backbone's default.
+            name: str. The layer's name. Defaults to ``"pooling"``.
+
+        Returns:
+            ``GlobalAveragePooling2D`` for a feature map, a
+            :class:`~transferkit.pooling.TokenPooling` for a token sequence.
+
+        Raises:
+            InvalidArgumentError: the pooling is unknown or does not fit the output.
+        """
+        chosen = self.pooling if pooling is None else pooling
+        prefix = self.layout_of(model).prefix_tokens if len(model.output.shape) == 3 else 0
+        return _pooling.pooling_layer(len(model.output.shape), chosen, prefix, name=name)
+
+    def feature_map(self, model: keras.Model) -> keras.Model:
+        """Returns a model from the backbone's input to a 4D feature map, for Grad-CAM.
+
+        A convolutional backbone is returned as it is; for a token sequence, the patch
+        tokens are laid out on their grid (image size over patch size) by a
+        :class:`~transferkit.pooling.PatchGrid`.
+
+        Args:
+            model: the backbone model built by :meth:`build`.
+
+        Returns:
+            A ``keras.Model`` sharing the backbone's layers and weights.
+        """
+        if len(model.output.shape) == 4:
+            return model
+        patch = self.layout_of(model).patch_size
+        if patch is None:
+            msg = (
+                f"Backbone {self.name!r} ends in tokens but its layout names no patch size, "
+                "so its tokens cannot be laid out on a grid. Received: patch_size=None"
+            )
+            raise InvalidArgumentError(msg)
+        rows, columns = model.input.shape[1] // patch[0], model.input.shape[2] // patch[1]
+        grid = _pooling.PatchGrid(rows, columns, name="patch_grid")
+        return keras.Model(model.input, grid(model.output), name=f"{model.name}_feature_map")
 
     def resolve_image_size(self, image_size: ImageSize | None = None) -> tuple[int, int]:
         """Validates an image size and returns it as ``(height, width)``.

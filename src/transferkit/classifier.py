@@ -50,6 +50,7 @@ from transferkit.backbone import Backbone, ImageSize, Weights
 from transferkit.errors import InvalidArgumentError, NotUnfrozenError, TransferkitWarning
 from transferkit.export import ExportFormat, Quantization, export_classifier
 from transferkit.history import Stage, TrainingHistory
+from transferkit.pooling import Pooling
 from transferkit.schedules import Schedule
 
 __all__ = ["TransferClassifier", "load_classifier"]
@@ -63,7 +64,7 @@ class TransferClassifier:
     """An image classifier made of a pretrained backbone and a new head.
 
     The Keras graph is the reference recipe's: raw pixels → augmentation (training only) →
-    the backbone's preprocessing → backbone → global average pooling → dropout → dense
+    the backbone's preprocessing → backbone → pooling → dropout → dense
     logits (one logit for two classes, one per class otherwise). The model takes raw pixels
     (0-255) and every preprocessing step is a serializable layer inside it.
 
@@ -92,6 +93,9 @@ class TransferClassifier:
             per class, binary cross-entropy, multi-hot targets (as
             :func:`transferkit.data.from_csv` gives them), independent per-class
             probabilities and per-class :attr:`thresholds`. Defaults to False.
+        pooling: ``"avg"`` (global average of a CNN's feature map), ``"cls"`` (a
+            transformer's class token) or ``"mean"`` (the mean of its patch tokens), or
+            None for the backbone's default (``Backbone.pooling``). Defaults to None.
 
     Attributes:
         model: the Keras model (raw pixels in, logits out).
@@ -123,6 +127,7 @@ class TransferClassifier:
         strategy: tf.distribute.Strategy | None = None,
         dtype_policy: DtypePolicy = None,
         multi_label: bool = False,
+        pooling: Pooling | None = None,
     ) -> None:
         # Validate everything before building anything.
         spec = backbone if isinstance(backbone, Backbone) else get_backbone(backbone)
@@ -134,6 +139,7 @@ class TransferClassifier:
             dropout=dropout,
             dtype_policy=dtype_policy,
             multi_label=multi_label,
+            pooling=pooling,
         )
         spec.check_weights(weights, config.image_size)
         if backbone_kwargs is not None and not isinstance(backbone_kwargs, dict):
@@ -228,7 +234,7 @@ class TransferClassifier:
 
     @property
     def unfrozen_from(self) -> int | None:
-        """The index of the first trainable backbone layer, or None while it is all frozen."""
+        """The index of the first trainable backbone block, or None while it is all frozen."""
         return self._unfrozen_from
 
     @property
@@ -244,17 +250,21 @@ class TransferClassifier:
     # ------------------------------------------------------------------ freezing
 
     def unfreeze(self, from_layer: int | str | None = None) -> TransferClassifier:
-        """Makes the backbone trainable from a layer on, BatchNormalization excepted.
+        """Makes the backbone trainable from a block on, BatchNormalization excepted.
 
-        Layers before ``from_layer`` stay frozen; BatchNormalization layers always stay
-        frozen (inference mode), so their moving statistics never change. The model is
+        Blocks before ``from_layer`` stay frozen; BatchNormalization layers always stay
+        frozen (inference mode), so their moving statistics never change. A block is a
+        layer of ``clf.backbone.layers`` for ``keras.applications`` backbones, and the patch
+        embedding or one transformer block for a keras-hub transformer
+        (``clf.spec.layout_of(clf.backbone).blocks``), so ``unfreeze(-4)`` unfreezes its last
+        four transformer blocks. LayerNormalization trains with its block. The model is
         recompiled at the next :meth:`fine_tune`, as Keras requires for a change of
         ``trainable`` to take effect.
 
         Args:
-            from_layer: an index into ``clf.backbone.layers`` (any integer type; negative
-                counts from the top, as the recipe's ``100`` of MobileNetV2's 154 layers),
-                a layer name, or None to unfreeze the whole backbone.
+            from_layer: an index into the blocks (any integer type; negative counts from
+                the top, as the recipe's ``100`` of MobileNetV2's 154 layers), the name of
+                a block's first layer, or None to unfreeze the whole backbone.
 
         Returns:
             The classifier, for chaining.
@@ -262,8 +272,9 @@ class TransferClassifier:
         Raises:
             UnknownLayerError: the index is out of range or no layer has that name.
         """
-        index = _freezing.resolve_layer_index(self.backbone, from_layer)
-        _freezing.unfreeze_from(self.backbone, index)
+        blocks = self.spec.layout_of(self.backbone).blocks
+        index = _freezing.resolve_layer_index(self.backbone, from_layer, blocks)
+        _freezing.unfreeze_from(self.backbone, index, blocks)
         self._unfrozen_from = index
         return self
 

@@ -15,7 +15,7 @@ from keras import ops
 
 from transferkit.errors import InvalidArgumentError
 
-__all__ = ["PREPROCESSING_MODES", "ImagePreprocessing", "PreprocessingMode"]
+__all__ = ["PREPROCESSING_MODES", "ImagePreprocessing", "ImageRescaling", "PreprocessingMode"]
 
 #: The preprocessing modes of :class:`ImagePreprocessing`.
 PreprocessingMode = Literal["tf", "caffe", "torch", "none"]
@@ -89,3 +89,69 @@ class ImagePreprocessing(keras.layers.Layer):  # type: ignore[misc]  # keras is 
     def get_config(self) -> dict[str, Any]:
         """Returns the layer's constructor arguments."""
         return {**super().get_config(), "mode": self.mode}
+
+
+#: A scale or offset: one number for every channel, one per channel, or None for none.
+ChannelValues = float | tuple[float, ...] | None
+
+
+def _channel_values(name: str, value: object) -> ChannelValues:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        return tuple(float(v) for v in value)
+    msg = f"{name} must be a number, a list of numbers or None. Received: {name}={value!r}"
+    raise InvalidArgumentError(msg)
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+class ImageRescaling(keras.layers.Layer):  # type: ignore[misc]  # keras is untyped
+    """Computes ``pixels * scale + offset``, per channel or for all channels.
+
+    This is the arithmetic of a keras-hub image converter (its resizing is done by
+    transferkit's input pipeline), so a keras-hub backbone's preprocessing lives inside the
+    model as a plain serializable layer.
+
+    Args:
+        scale: float, a tuple of one float per channel, or None for no scaling.
+        offset: float, a tuple of one float per channel, or None for no offset.
+        **kwargs: Passed to ``keras.layers.Layer`` (``name``, ``dtype``, ...).
+
+    Example:
+        >>> import numpy as np
+        >>> layer = ImageRescaling(scale=1 / 127.5, offset=-1.0)
+        >>> layer(np.array([[[[0.0, 127.5, 255.0]]]])).numpy().tolist()
+        [[[[-1.0, 0.0, 1.0]]]]
+    """
+
+    def __init__(self, scale: ChannelValues = None, offset: ChannelValues = None, **kwargs: Any):
+        scale = _channel_values("scale", scale)
+        offset = _channel_values("offset", offset)
+        super().__init__(**kwargs)
+        self.scale = scale
+        self.offset = offset
+
+    def call(self, inputs: Any) -> Any:
+        """Rescales a batch of images (channels last)."""
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.scale is not None:
+            x = x * ops.convert_to_tensor(self.scale, self.compute_dtype)
+        if self.offset is not None:
+            x = x + ops.convert_to_tensor(self.offset, self.compute_dtype)
+        return x
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        """The output has the input's shape."""
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        """Returns the layer's constructor arguments."""
+        scale = list(self.scale) if isinstance(self.scale, tuple) else self.scale
+        offset = list(self.offset) if isinstance(self.offset, tuple) else self.offset
+        return {**super().get_config(), "scale": scale, "offset": offset}
