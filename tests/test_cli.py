@@ -171,7 +171,7 @@ def test_train_offline_with_imagenet_weights_is_one_error_line(tmp_path):
 
     result = subprocess.run(
         [os.fspath(SCRIPT), "train", os.fspath(folder), "--image-size", "96",
-         "--epochs", "1", "--fine-tune-epochs", "0", "--output", os.fspath(model)],
+         "--recipe", "--epochs", "1", "--fine-tune-epochs", "0", "--output", os.fspath(model)],
         capture_output=True, text=True, timeout=600, check=False,
         env=offline_env(tmp_path / "keras_home", TF_CPP_MIN_LOG_LEVEL="2"),
     )  # fmt: skip

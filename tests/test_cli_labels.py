@@ -22,7 +22,7 @@ def tags(tmp_path_factory) -> SimpleNamespace:
     model = root / "tags.keras"
     status = main(
         ["train", "--csv", str(table), "--backbone", TINY_BACKBONE, "--weights", "none",
-         "--image-size", "16x32", "--epochs", "3", "--fine-tune-epochs", "0",
+         "--image-size", "16x32", "--recipe", "--epochs", "3", "--fine-tune-epochs", "0",
          "--validation-split", "0.25", "--batch-size", "8", "--class-weight", "balanced",
          "--tune-thresholds", "--output", str(model)]
     )  # fmt: skip
@@ -76,7 +76,7 @@ def test_class_weight_names_and_weights_reach_the_training(tmp_path):
 
     status = main(
         ["train", str(folder), "--backbone", TINY_BACKBONE, "--weights", "none",
-         "--epochs", "1", "--fine-tune-epochs", "0", "--class-weight", "b=3.5",
+         "--recipe", "--epochs", "1", "--fine-tune-epochs", "0", "--class-weight", "b=3.5",
          "--output", str(model)]
     )  # fmt: skip
 

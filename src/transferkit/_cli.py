@@ -4,7 +4,9 @@ Each subcommand is a pair of functions: ``_add_<name>`` declares its arguments a
 ``_<name>`` runs it; ``_SUBCOMMANDS`` lists the pairs in the order ``--help`` shows them, so
 a new subcommand (an ``export``, say) is one more pair and one more entry. Options that
 several subcommands take (the model file, ``--batch-size``, ``--image-size``) are declared
-once, in the parent parsers of the "shared options" section, and passed as ``parents=``.
+once, as parent parsers in :mod:`transferkit._cli_options`, and passed as ``parents=``.
+``train`` and ``lr-find`` live in :mod:`transferkit._cli_train`, the report and Grad-CAM
+options of ``evaluate`` and ``predict`` in :mod:`transferkit._cli_reports`.
 
 The command is quick to answer: this module imports only the standard library and
 transferkit's pure-Python modules at the top, so ``--help`` and usage errors never load
@@ -20,38 +22,38 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import re
 import sys
 import tempfile
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from transferkit import _cli_reports, _validation
+from transferkit import _cli_reports
+from transferkit._cli_options import (
+    _batch_size_option,
+    _check_data_source,
+    _model_option,
+    _positive_int,
+    _read_table,
+    _table_options,
+)
+from transferkit._cli_train import _add_lr_find, _add_train, _lr_find, _train
 from transferkit.errors import (
     DataError,
     InvalidArgumentError,
-    MissingDependencyError,
     TransferkitError,
-    TransferkitWarning,
 )
 
 if TYPE_CHECKING:
     from transferkit.classifier import TransferClassifier
-    from transferkit.data import DirectoryData
-    from transferkit.history import Stage
 
 __all__ = ["main"]
 
 _PROG = "transferkit"
 _MAX_TOP_K = 5
-# The recipe's epochs for each stage (--recipe), and fit()'s validation split in the CLI.
-_RECIPE_EPOCHS = 10
-_FIT_VALIDATION_SPLIT = 0.2
 # Images decoded at a time by `predict`, so a large folder never sits in memory at once.
 _PREDICT_CHUNK = 256
 # The level TF_CPP_MIN_LOG_LEVEL gets when the user has not set it: errors only.
@@ -136,52 +138,6 @@ def _start_tensorflow() -> None:
             sys.stderr.write("".join(line for line in written if not _STARTUP_NOISE.match(line)))
 
 
-# ---------------------------------------------------------------------- shared options
-# Parent parsers (add_help=False) for options several subcommands take; cached so each is
-# built once per process.
-
-
-@functools.cache
-def _model_option() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("model", type=Path, help="a .keras file written by transferkit")
-    return parser
-
-
-@functools.cache
-def _batch_size_option() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument(
-        "--batch-size", type=_positive_int, default=32, help="images per batch (default: 32)"
-    )
-    return parser
-
-
-@functools.cache
-def _image_size_option() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument(
-        "--image-size",
-        type=_image_size,
-        help="N or HxW (default: the backbone's size, 224 for mobilenet_v2)",
-    )
-    return parser
-
-
-@functools.cache
-def _backbone_options() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument(
-        "--backbone", default="mobilenet_v2", help="a backbone name (default: mobilenet_v2)"
-    )
-    parser.add_argument(
-        "--weights",
-        default="imagenet",
-        help="'imagenet', 'none' (random) or the path of a weights file (default: imagenet)",
-    )
-    return parser
-
-
 # ---------------------------------------------------------------------- backbones
 
 
@@ -220,447 +176,6 @@ def _backbones(args: argparse.Namespace) -> int:
             f"{name:<{widths[0]}}  {family:<{widths[1]}}  {size:>{widths[2]}}  "
             f"{parameters:>{widths[3]}}  {preprocessing}"
         )
-    return 0
-
-
-# ---------------------------------------------------------------------- train
-
-
-def _add_train(subparsers: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "train",
-        parents=[
-            _backbone_options(),
-            _image_size_option(),
-            _batch_size_option(),
-            _table_options(),
-            _label_options(),
-        ],
-        help="train a classifier on a folder of images or a CSV table of them",
-        description=(
-            "Train a classifier on DATA_DIR: a folder with one subfolder of images per class, "
-            "or train/ and validation/ (and test/) folders of them; or on --csv, a table of "
-            "image file names and their labels (several per image for a multi-label "
-            "classifier). By default with "
-            "TransferClassifier.fit(): the head at the learning-rate finder's rate, then the "
-            "whole backbone fine-tuned, with early stopping on a validation set (held out of "
-            "the images when there is no validation/ folder). With --recipe, the tutorial's "
-            "fixed settings instead: 10 head epochs at Adam 1e-4, then 10 epochs of RMSprop "
-            "1e-5 from --unfreeze-from. The model is saved to --output, with its history "
-            "plot beside it."
-        ),
-    )
-    parser.add_argument("data_dir", type=Path, nargs="?", help="the folder of images")
-    _add_training_options(parser)
-    parser.add_argument(
-        "--validation-split",
-        type=_fraction,
-        help="fraction of the images to validate on, when there is no validation/ folder",
-    )
-    parser.add_argument(
-        "--test-split",
-        type=_fraction,
-        help="fraction of the validation images to move into a test set (the recipe: 0.2)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the splits and shuffling (default: 0)"
-    )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=Path("model.keras"),
-        help="the .keras file to write (default: model.keras)",
-    )
-    return parser
-
-
-def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--recipe",
-        action="store_true",
-        help="train with the tutorial's fixed settings (fit_head, unfreeze, fine_tune) "
-        "instead of fit()",
-    )
-    parser.add_argument(
-        "--epochs",
-        type=_positive_int,
-        help="fit(): fine-tuning epochs (default: a budget of optimizer steps); "
-        "--recipe: head epochs (default: 10)",
-    )
-    parser.add_argument(
-        "--fine-tune-epochs",
-        type=_non_negative_int,
-        help="--recipe only: fine-tuning epochs; 0 skips fine-tuning (default: 10)",
-    )
-    parser.add_argument(
-        "--unfreeze-from",
-        type=_layer,
-        help="--recipe only: the backbone layer (index or name) fine-tuning starts at "
-        "(default: the whole backbone; the recipe uses 100 for mobilenet_v2)",
-    )
-
-
-def _train(args: argparse.Namespace) -> int:
-    from transferkit._registry import get_backbone
-    from transferkit.classifier import TransferClassifier
-
-    # Check everything cheap before reading the images, and those before training.
-    _check_data_source(args)
-    if not args.recipe and (args.fine_tune_epochs is not None or args.unfreeze_from is not None):
-        msg = (
-            "--fine-tune-epochs and --unfreeze-from set the recipe's stages: add --recipe, or "
-            "leave them out to let fit() decide. Received: "
-            f"--fine-tune-epochs={args.fine_tune_epochs}, --unfreeze-from={args.unfreeze_from}"
-        )
-        raise InvalidArgumentError(msg)
-    spec = get_backbone(args.backbone)
-    image_size = spec.resolve_image_size(args.image_size)
-    weights = None if args.weights == "none" else args.weights
-    with warnings.catch_warnings():  # building warns again, where it matters
-        warnings.simplefilter("ignore", TransferkitWarning)
-        spec.check_weights(weights, image_size)
-    output: Path = args.output
-    if output.suffix != ".keras" or not output.parent.is_dir():
-        msg = (
-            "--output must be a .keras file in an existing folder. "
-            f"Received: --output={os.fspath(output)!r}"
-        )
-        raise InvalidArgumentError(msg)
-    data = _training_data(args, image_size)
-    multi_label = data.train.element_spec[1].shape.rank == 2  # multi-hot targets
-    if args.tune_thresholds and not multi_label:
-        msg = (
-            "--tune-thresholds is for multi-label classifiers, but every row of the table "
-            "has one label; pass --multi-label too. Received: --tune-thresholds"
-        )
-        raise InvalidArgumentError(msg)
-    counts = ", ".join(f"{split} {count}" for split, count in data.counts.items())
-    print(f"Images: {counts}; classes: {', '.join(data.class_names)}", flush=True)
-
-    clf = TransferClassifier(
-        spec,
-        class_names=data.class_names,
-        image_size=image_size,
-        weights=weights,
-        multi_label=multi_label,
-    )
-    # Keras' progress bar on a terminal; one line per epoch in a log file.
-    verbose = 1 if sys.stdout.isatty() else 2
-    if args.recipe:
-        _train_recipe(clf, data, args, verbose)
-    else:
-        print("Training with fit(): finder, head, whole backbone fine-tuned", flush=True)
-        clf.fit(
-            data.train,
-            validation_data=data.validation,
-            epochs=args.epochs,
-            seed=args.seed,
-            class_weight=args.class_weight,
-            verbose=verbose,
-        )
-    thresholds = _tune_thresholds(args, clf, data.validation)
-    test = clf.evaluate(data.test) if data.test is not None else None
-    clf.save(output)
-    plot_path = _history_plot(clf, output)
-
-    summary = [
-        ("backbone", f"{spec.name}, {image_size[0]}x{image_size[1]}, weights {args.weights}"),
-        ("classes", ", ".join(data.class_names) + (" (multi-label)" if multi_label else "")),
-        ("images", counts),
-    ]
-    if args.class_weight is not None:
-        summary.append(("class weight", str(args.class_weight)))
-    stages: tuple[tuple[Stage, str], ...] = (("head", "head"), ("fine_tune", "fine-tuning"))
-    for stage, label in stages:
-        if stage in clf.history.stages:
-            summary.append((label, _last_epoch(clf, stage)))
-    if thresholds is not None:
-        summary.append(("thresholds", thresholds))
-    if test is not None:
-        summary.append(("test", ", ".join(f"{k} {v:.4f}" for k, v in sorted(test.items()))))
-    summary.append(("model", os.fspath(output)))
-    summary.append(("history plot", plot_path))
-    print("\nSummary")
-    for key, value in summary:
-        print(f"  {key:<13}{value}")
-    return 0
-
-
-def _train_recipe(
-    clf: TransferClassifier, data: DirectoryData, args: argparse.Namespace, verbose: int
-) -> None:
-    """The tutorial's two stages at its fixed settings (``--recipe``)."""
-    from transferkit import _freezing
-
-    head_epochs = args.epochs or _RECIPE_EPOCHS
-    tune_epochs = _RECIPE_EPOCHS if args.fine_tune_epochs is None else args.fine_tune_epochs
-    unfreeze_from = (
-        _freezing.resolve_layer_index(clf.backbone, args.unfreeze_from) if tune_epochs else None
-    )
-    print(f"Stage 1: training the head for {_epochs(head_epochs)}", flush=True)
-    clf.fit_head(
-        data.train,
-        validation_data=data.validation,
-        epochs=head_epochs,
-        class_weight=args.class_weight,
-        verbose=verbose,
-    )
-    if unfreeze_from is None:
-        return
-    clf.unfreeze(unfreeze_from)
-    print(
-        f"Stage 2: fine-tuning from backbone layer {unfreeze_from} of "
-        f"{len(clf.backbone.layers)} for {_epochs(tune_epochs)}",
-        flush=True,
-    )
-    clf.fine_tune(
-        data.train,
-        validation_data=data.validation,
-        epochs=tune_epochs,
-        class_weight=args.class_weight,
-        verbose=verbose,
-    )
-
-
-def _last_epoch(clf: TransferClassifier, stage: Stage) -> str:
-    import numpy as np
-
-    last = max(i for i, s in enumerate(clf.history.stages) if s == stage)
-    count = clf.history.stages.count(stage)
-    metrics = ", ".join(
-        f"{name} {values[last]:.4f}"
-        for name, values in sorted(clf.history.metrics.items())
-        if not np.isnan(values[last])
-    )
-    return f"{_epochs(count)}; last: {metrics}"
-
-
-def _epochs(count: int) -> str:
-    return f"{count} epoch" if count == 1 else f"{count} epochs"
-
-
-def _history_plot(clf: TransferClassifier, output: Path) -> str:
-    from transferkit import plot
-
-    target = output.with_suffix(".history.png")
-    try:
-        plot.history(clf, target)
-    except MissingDependencyError as exc:
-        return f"not written: {exc}"
-    return os.fspath(target)
-
-
-# ---------------------------------------------------------------------- tables and labels
-# CSV tables of labeled images, multi-label classifiers and class weights, for `train`
-# (and the table options for `evaluate`).
-
-
-@functools.cache
-def _table_options() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(add_help=False)
-    group = parser.add_argument_group("a CSV table of images instead of DATA_DIR")
-    group.add_argument(
-        "--csv",
-        type=Path,
-        help="a CSV file with a column of image file names and one of their labels, "
-        "separated by spaces (several labels make a multi-label table)",
-    )
-    group.add_argument(
-        "--images",
-        type=Path,
-        help="the folder the CSV's file names are relative to (default: the CSV's folder)",
-    )
-    group.add_argument(
-        "--filename-column", default="filename", help="(default: filename)", metavar="NAME"
-    )
-    group.add_argument("--label-column", default="labels", help="(default: labels)", metavar="NAME")
-    group.add_argument(
-        "--label-delimiter", default=" ", help="what separates labels (default: a space)"
-    )
-    return parser
-
-
-@functools.cache
-def _label_options() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(add_help=False)
-    group = parser.add_argument_group("labels")
-    group.add_argument(
-        "--multi-label",
-        action="store_true",
-        help="train a multi-label classifier (an independent yes/no per class); implied "
-        "when a CSV row has several labels",
-    )
-    group.add_argument(
-        "--class-weight",
-        type=_class_weight,
-        help="'balanced' (each class weighs the inverse of its frequency) or "
-        "NAME=WEIGHT,... (other classes weigh 1) (default: no weights)",
-    )
-    group.add_argument(
-        "--tune-thresholds",
-        action="store_true",
-        help="multi-label: pick each class's threshold for the best F1 score on the "
-        "validation images (default: 0.5 for every class)",
-    )
-    return parser
-
-
-def _check_data_source(args: argparse.Namespace) -> None:
-    """Refuses contradictory data options before anything is loaded."""
-    if (args.data_dir is None) == (args.csv is None):
-        msg = (
-            "Pass either DATA_DIR (a folder of class folders) or --csv (a table of images "
-            f"and labels). Received: DATA_DIR={_shown(args.data_dir)}, --csv={_shown(args.csv)}"
-        )
-        raise InvalidArgumentError(msg)
-    if args.images is not None and args.csv is None:
-        msg = (
-            "--images is the folder of a --csv table's images; with DATA_DIR, leave it out. "
-            f"Received: --images={_shown(args.images)}"
-        )
-        raise InvalidArgumentError(msg)
-    if getattr(args, "multi_label", False) and args.csv is None:
-        msg = (
-            "--multi-label needs --csv: a folder of class folders gives one class per image. "
-            f"Received: DATA_DIR={_shown(args.data_dir)}"
-        )
-        raise InvalidArgumentError(msg)
-    if getattr(args, "tune_thresholds", False) and (args.csv is None or not args.validation_split):
-        msg = (
-            "--tune-thresholds picks thresholds on validation images of a multi-label --csv "
-            "table: pass --csv and --validation-split. "
-            f"Received: --csv={_shown(args.csv)}, --validation-split={args.validation_split}"
-        )
-        raise InvalidArgumentError(msg)
-
-
-def _shown(path: Path | None) -> str:
-    return "None" if path is None else repr(os.fspath(path))
-
-
-def _training_data(args: argparse.Namespace, image_size: tuple[int, int]) -> DirectoryData:
-    """The folder's or table's splits; fit() holds validation images out when there is none."""
-    from transferkit import data
-
-    def load(validation_split: float | None) -> DirectoryData:
-        if args.csv is None:
-            return data.from_directory(
-                args.data_dir,
-                image_size,
-                args.batch_size,
-                validation_split=validation_split,
-                test_split=args.test_split,
-                seed=args.seed,
-            )
-        return _read_table(  # type: ignore[no-any-return]
-            args,
-            image_size,
-            validation_split=validation_split,
-            test_split=args.test_split,
-            seed=args.seed,
-            multi_label=True if args.multi_label else None,
-        )
-
-    loaded = load(args.validation_split)
-    if args.recipe or loaded.validation is not None:
-        return loaded
-    # fit() validates on a split of the images when there is no validation split; have the
-    # loader make it, so the images stream rather than sit in memory.
-    return load(_FIT_VALIDATION_SPLIT)
-
-
-def _read_table(args: argparse.Namespace, image_size: tuple[int, int], **options: Any) -> Any:
-    from transferkit.data import from_csv
-
-    return from_csv(
-        args.csv,
-        args.images if args.images is not None else args.csv.parent,
-        image_size=image_size,
-        filename_column=args.filename_column,
-        label_column=args.label_column,
-        label_delimiter=args.label_delimiter,
-        batch_size=args.batch_size,
-        **options,
-    )
-
-
-def _tune_thresholds(
-    args: argparse.Namespace, clf: TransferClassifier, validation: Any
-) -> str | None:
-    if not args.tune_thresholds:
-        return None
-    thresholds = clf.tune_thresholds(validation, batch_size=args.batch_size)
-    return ", ".join(
-        f"{name} {value:.3f}" for name, value in zip(clf.class_names or [], thresholds, strict=True)
-    )
-
-
-def _class_weight(text: str) -> str | dict[str, float]:
-    if text == "balanced":
-        return text
-    weights: dict[str, float] = {}
-    try:
-        for pair in text.split(","):
-            name, _, value = pair.partition("=")
-            if not name.strip() or name.strip() in weights:
-                raise ValueError(name)
-            weights[name.strip()] = _validation.positive_float("weight", float(value))
-    except ValueError:
-        msg = f"must be 'balanced' or NAME=WEIGHT pairs such as cat=1,dog=4, not {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-    return weights
-
-
-# ---------------------------------------------------------------------- lr-find
-
-
-def _add_lr_find(subparsers: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "lr-find",
-        parents=[_backbone_options(), _image_size_option(), _batch_size_option()],
-        help="suggest a learning rate for the head",
-        description=(
-            "Run the learning-rate finder on the head of a new classifier for DATA_DIR (its "
-            "train/ folder if it has one): train a few batches at exponentially growing "
-            "rates, on cached backbone features, and print the suggested rate (fastai's "
-            "valley rule). Nothing is saved but the --plot."
-        ),
-    )
-    parser.add_argument("data_dir", type=Path, help="the folder of images")
-    parser.add_argument(
-        "--steps", type=_positive_int, default=100, help="batches to sweep (default: 100)"
-    )
-    parser.add_argument("--plot", type=Path, help="draw the loss against the rate to this PNG")
-    return parser
-
-
-def _lr_find(args: argparse.Namespace) -> int:
-    from transferkit._registry import get_backbone
-    from transferkit.classifier import TransferClassifier
-    from transferkit.data import from_directory
-
-    spec = get_backbone(args.backbone)
-    image_size = spec.resolve_image_size(args.image_size)
-    weights = None if args.weights == "none" else args.weights
-    spec.check_weights(weights, image_size)
-    data = from_directory(args.data_dir, image_size, args.batch_size)
-    clf = TransferClassifier(
-        spec, class_names=data.class_names, image_size=image_size, weights=weights
-    )
-    result = clf.find_learning_rate(data.train, stage="head", steps=args.steps)
-    lowest = result.learning_rates[min(range(len(result.losses)), key=result.losses.__getitem__)]
-    print(f"Suggested learning rate: {result.suggestion:.2e}")
-    stopped = ", stopped: the loss diverged" if result.stopped_early else ""
-    print(
-        f"  rates tried  {result.learning_rates[0]:.1e} to {result.learning_rates[-1]:.1e}"
-        f" ({len(result.learning_rates)} batches{stopped})"
-    )
-    print(f"  lowest loss  at {lowest:.1e}")
-    if args.plot is not None:
-        try:
-            print(f"  plot         {os.fspath(result.plot(args.plot))}")
-        except MissingDependencyError as exc:
-            print(f"  plot         not written: {exc}")
     return 0
 
 
@@ -885,53 +400,6 @@ def _export(args: argparse.Namespace) -> int:
     clf = load_classifier(args.model)
     print(os.fspath(clf.export(args.output, format=args.format, quantize=args.quantize)))
     return 0
-
-
-# ---------------------------------------------------------------------- argument types
-
-
-# Each parses the text, checks the value with transferkit's own checks (_validation) and
-# says what was expected in argparse's usage error.
-
-
-def _positive_int(text: str) -> int:
-    try:
-        return _validation.positive_int("value", int(text))
-    except ValueError:  # InvalidArgumentError is a ValueError too
-        msg = f"must be a positive integer, not {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        return _validation.non_negative_int("value", int(text))
-    except ValueError:
-        msg = f"must be an integer of 0 or more, not {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-
-
-def _fraction(text: str) -> float:
-    try:
-        return _validation.fraction("value", float(text))
-    except ValueError:
-        msg = f"must be a number between 0 and 1 (exclusive), not {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-
-
-def _image_size(text: str) -> tuple[int, int]:
-    try:
-        sides = [int(part) for part in text.lower().split("x")]
-        return _validation.image_size(sides[0] if len(sides) == 1 else sides)
-    except ValueError:
-        msg = f"must be N or HxW of positive integers (such as 160 or 192x256), not {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-
-
-def _layer(text: str) -> int | str:
-    try:
-        return int(text)
-    except ValueError:
-        return text
 
 
 _SUBCOMMANDS: tuple[
