@@ -34,6 +34,7 @@ __all__ = [
     "compile_model",
     "labeled_data",
     "run",
+    "training_data",
 ]
 
 Verbose = Literal["auto"] | int
@@ -172,15 +173,14 @@ def run(
         cache: feature caching for the head stage; None trains the full model.
     """
     _training.check_strategy_can_train(clf.strategy)
-    train = labeled_data(clf, data, options.batch_size, shuffle=True, name="data")
+    train = training_data(clf, data, options.batch_size)
     validation = None
     if validation_data is not None:
-        validation = labeled_data(
-            clf, validation_data, options.batch_size, shuffle=False, name="validation_data"
-        )
+        validation = labeled_data(clf, validation_data, options.batch_size, name="validation_data")
     optimizer = _optimizer(clf, options, default_optimizer, default_rate)
     safe = _safe_run(clf, stage, optimizer, validation, options, cache)
     if safe.run is not None and safe.run.finished:
+        safe.restore_random_state(clf.model)  # as the finished run left it, for what follows
         return clf.history
     # compile() again at every stage: a change of `trainable` only counts after it.
     compile_model(clf, optimizer, jit_compile=options.jit_compile)
@@ -188,12 +188,15 @@ def run(
     epochs = options.epochs - safe.completed
     callbacks = [*options.callbacks, *safe.callbacks]
     if cache is None or not cache.enabled:
+        epoch_data, steps = train.epochs(seed=safe.shuffle_seed, first_epoch=start, epochs=epochs)
+        safe.restore_random_state(clf.model)
         keras_history = clf.model.fit(
-            train,
+            epoch_data,
             validation_data=validation,
             initial_epoch=start,
             epochs=start + epochs,
-            shuffle=False,  # arrays were shuffled in the pipeline; datasets keep their order
+            steps_per_epoch=steps,
+            shuffle=False,  # arrays are shuffled in the pipeline; datasets keep their order
             callbacks=callbacks,
             verbose=options.verbose,
         )
@@ -204,7 +207,7 @@ def run(
             _features.cache_features(
                 clf.model,
                 clf.backbone,
-                train,
+                train.in_order(),
                 validation,
                 views=min(cache.augmented_views, options.epochs) if augment else 1,
                 augment=augment,
@@ -215,6 +218,8 @@ def run(
             # Same optimizer object as the full model's, so a callback that changes
             # callback.model.optimizer (ReduceLROnPlateau) changes the head's.
             compile_model(clf, optimizer, model=cached.head, jit_compile=options.jit_compile)
+            # Only now: caching augmented the images from the state the run started with.
+            safe.restore_random_state(clf.model)
             keras_history = cached.fit(
                 clf.model,
                 initial_epoch=start,
@@ -253,12 +258,7 @@ def compile_model(
 
 
 def labeled_data(
-    clf: TransferClassifier,
-    data: _inputs.LabeledData,
-    batch_size: int,
-    *,
-    shuffle: bool,
-    name: str,
+    clf: TransferClassifier, data: _inputs.LabeledData, batch_size: int, *, name: str
 ) -> tf.data.Dataset:
     """Any accepted kind of labeled data as a dataset of ``(images, labels)`` batches."""
     if isinstance(data, (str, os.PathLike)):
@@ -269,8 +269,19 @@ def labeled_data(
         image_size=clf.image_size,
         num_classes=clf.num_classes,
         batch_size=batch_size,
-        shuffle=shuffle,
         name=name,
+    )
+
+
+def training_data(
+    clf: TransferClassifier, data: _inputs.LabeledData, batch_size: int
+) -> _inputs.TrainingData:
+    """Training data: arrays reshuffled every epoch, datasets (and folders) as they come."""
+    if isinstance(data, (str, os.PathLike)):
+        data = _from_folder(clf, data, batch_size, "data")
+    _check_class_names(clf, getattr(data, "class_names", None), "data")
+    return _inputs.as_training_data(
+        data, image_size=clf.image_size, num_classes=clf.num_classes, batch_size=batch_size
     )
 
 

@@ -491,7 +491,7 @@ class TransferClassifier:
         """
         batch_size = _validation.positive_int("batch_size", batch_size)
         _training.check_strategy_can_train(self._strategy)
-        dataset = _stages.labeled_data(self, data, batch_size, shuffle=False, name="data")
+        dataset = _stages.labeled_data(self, data, batch_size, name="data")
         if not self.model.compiled:
             _stages.compile_model(self)
         results = self.model.evaluate(dataset, verbose=verbose, return_dict=True)
