@@ -19,6 +19,7 @@ import pytest
 
 import transferkit as tk
 from conftest import TINY_BACKBONE, separable_images
+from transferkit.errors import InvalidArgumentError
 
 HEAD_RATE = 1e-2
 TUNE_RATE = 1e-2
@@ -117,13 +118,15 @@ def test_two_uninterrupted_runs_are_identical(
     assert_identical(script(build(), None).model.get_weights(), clf.model.get_weights())
 
 
+@pytest.mark.parametrize("killed_at", [2, 3])
 def test_fine_tuning_killed_mid_run_resumes_exactly(
-    tmp_path: Path, uninterrupted: tuple[tk.TransferClassifier, list[np.ndarray]]
+    tmp_path: Path, uninterrupted: tuple[tk.TransferClassifier, list[np.ndarray]], killed_at: int
 ) -> None:
-    # Killed as fine-tuning epoch 1 of 3 (global epoch 3) begins; the rerun replays the
-    # finished head stage from its checkpoint and trains fine-tuning epochs 1 and 2.
+    # Killed as global epoch 2 (fine-tuning epoch 0, nothing of it saved) or 3 begins; the
+    # rerun replays the finished head stage from its checkpoint, random state included, and
+    # trains the fine-tuning epochs left.
     with pytest.raises(Interrupted):
-        script(build(), tmp_path, tune_callbacks=[InterruptAt(3)])
+        script(build(), tmp_path, tune_callbacks=[InterruptAt(killed_at)])
     resumed = script(build(), tmp_path)
     assert resumed.history.epochs == [0, 1, 2, 3, 4]
     clf, _ = uninterrupted
@@ -144,3 +147,15 @@ def test_head_stage_killed_mid_run_resumes_exactly(tmp_path: Path, cache_feature
     resumed = script(build(), tmp_path, cache_features=cache_features, fine_tune=False)
     assert resumed.history.epochs == [0, 1]
     assert_identical(resumed.model.get_weights(), reference.model.get_weights())
+
+
+def test_resume_on_a_model_with_other_random_layers_is_refused(tmp_path: Path) -> None:
+    # Augmentation is not a setting the checkpoint compares, but its random state must fit.
+    with pytest.raises(Interrupted):
+        script(build(), tmp_path, head_callbacks=[InterruptAt(1)], fine_tune=False)
+    keras.utils.set_random_seed(7)
+    plain = tk.TransferClassifier(
+        TINY_BACKBONE, num_classes=2, weights=None, augmentation=None, dropout=0.3
+    )
+    with pytest.raises(InvalidArgumentError, match="other augmentation or dropout layers"):
+        script(plain, tmp_path, fine_tune=False)
