@@ -41,6 +41,7 @@ extensions = [
     "sphinx_autodoc_typehints",
     "backbone_table",
     "cli_help",
+    "interpret_figures",
 ]
 
 # sphinx-autodoc-typehints 3.6 calls a Sphinx API that Sphinx 9 deprecates; nothing to act on.

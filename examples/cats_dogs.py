@@ -8,6 +8,9 @@ writes the training curves and a grid of test predictions.
     python examples/cats_dogs.py                    # downloads the data once (68 MB)
     python examples/cats_dogs.py --data-dir ~/data/cats_and_dogs_filtered
 
+A download that fails (offline) ends the program with one line saying how to pass the data
+and weights instead; so does any error transferkit reports (a bad folder, say).
+
 Offline, on any folder of train/ and validation/ class folders, in seconds:
 
     python examples/cats_dogs.py --data-dir tiny/ --weights none --image-size 32 \\
@@ -18,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import NoReturn
 
 import keras
 
 import transferkit as tk
 from transferkit import data, plot
+from transferkit.errors import TransferkitError
 
 URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 BACKBONE = "mobilenet_v2"
@@ -53,12 +58,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def download() -> Path:
     # Keras 3 extracts "cats_and_dogs.zip" into "cats_and_dogs_extracted/" and returns it.
-    extracted = Path(keras.utils.get_file("cats_and_dogs.zip", origin=URL, extract=True))
+    try:
+        extracted = Path(keras.utils.get_file("cats_and_dogs.zip", origin=URL, extract=True))
+    except Exception as exc:  # Keras turns every network error into a bare Exception
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        fail(
+            f"could not download the cats and dogs images ({reason}). Offline, pass "
+            "--data-dir with a folder of train/ and validation/ class folders (and "
+            "--weights none or a weights file)."
+        )
     return extracted / "cats_and_dogs_filtered"
+
+
+def fail(message: str) -> NoReturn:
+    """Ends the program with one line on stderr and exit status 1, as a command should."""
+    line = f"cats_dogs.py: error: {message}"
+    raise SystemExit(line)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    try:
+        run(args)
+    except TransferkitError as exc:  # a bad folder, weights that cannot be downloaded, ...
+        fail(" ".join(str(exc).split()))
+
+
+def run(args: argparse.Namespace) -> None:
     data_dir = args.data_dir if args.data_dir is not None else download()
     weights = None if args.weights == "none" else args.weights
 

@@ -91,3 +91,37 @@ def write_text_file(path: Path, text: str = "not an image\n") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+#: The objects of :func:`write_composed_images`: a square whose color names it.
+OBJECT_COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 50, 230)}
+
+
+def composed_pixels(left: str, right: str, rng: np.random.Generator, half: int = 16) -> np.ndarray:
+    """Two objects side by side: a ``half`` x ``2 * half`` image, one colored square per half."""
+    image = rng.integers(0, 50, (half, 2 * half, 3)).astype(np.uint8)
+    for offset, name in ((0, left), (half, right)):
+        side = int(rng.integers(half - 4, half + 1))
+        top, start = rng.integers(0, half - side + 1, 2)
+        image[top : top + side, offset + start : offset + start + side] = OBJECT_COLORS[name]
+    return image
+
+
+def write_composed_images(root: Path, count: int, seed: int = 0) -> tuple[Path, list[set[str]]]:
+    """Writes ``count`` composed images and ``root/labels.csv`` naming both objects of each.
+
+    Returns:
+        The CSV path and each image's label set, in row order.
+    """
+    rng = np.random.default_rng(seed)
+    names = sorted(OBJECT_COLORS)
+    rows = ["filename,labels"]
+    label_sets = []
+    for i in range(count):
+        left, right = (names[int(k)] for k in rng.integers(0, len(names), 2))
+        write_image(root / f"{i:03d}.png", composed_pixels(left, right, rng))
+        labels = sorted({left, right})
+        rows.append(f"{i:03d}.png,{' '.join(labels)}")
+        label_sets.append(set(labels))
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root / "labels.csv", label_sets

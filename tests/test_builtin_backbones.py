@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -12,10 +17,12 @@ import pytest
 from keras import applications as apps
 
 import transferkit as tk
+from offline import offline_env
 from transferkit._builtin import BUILTIN_BACKBONES
 from transferkit.errors import (
     InvalidArgumentError,
     InvalidImageSizeError,
+    TransferkitWarning,
     WeightsUnavailableError,
 )
 from transferkit.preprocessing import ImagePreprocessing
@@ -174,7 +181,7 @@ def test_size_below_the_minimum_raises_before_building() -> None:
 
 @pytest.mark.parametrize("image_size", [0, -32, (0, 64), (64, -1)])
 def test_non_positive_size_raises_before_building(image_size: object) -> None:
-    with pytest.raises(InvalidImageSizeError, match="must be positive"):
+    with pytest.raises(InvalidImageSizeError, match="must be a positive int or a"):
         never_built("mobilenet_v2").build(image_size, weights=None)  # type: ignore[arg-type]
 
 
@@ -185,20 +192,100 @@ def test_non_int_size_raises_before_building(image_size: object) -> None:
 
 
 @pytest.mark.parametrize(
+    "image_size", [np.int64(96), (np.int32(96), np.int64(128)), [np.uint8(96), 128]]
+)
+def test_numpy_integer_sizes_are_sizes(image_size: object) -> None:
+    resolved = tk.get_backbone("mobilenet_v2").resolve_image_size(image_size)  # type: ignore[arg-type]
+
+    assert resolved in ((96, 96), (96, 128))
+    assert all(type(side) is int for side in resolved)
+
+
+def test_a_backbone_takes_numpy_integers_for_its_sizes() -> None:
+    spec = dataclasses.replace(
+        tk.get_backbone("mobilenet_v2"),
+        default_image_size=np.int64(160),
+        min_image_size=np.int64(32),
+        weight_sizes=(np.int64(160), 224),
+    )
+
+    assert (spec.default_image_size, spec.min_image_size, spec.weight_sizes) == (
+        160,
+        32,
+        (160, 224),
+    )
+    assert type(spec.default_image_size) is int
+
+
+@pytest.mark.parametrize(
     ("name", "image_size", "listed"),
     [
-        ("mobilenet_v2", 100, "96, 128, 160, 192, 224"),
+        ("mobilenet_v2", (100, 100), "96, 128, 160, 192, 224"),
         ("mobilenet_v2", (160, 128), "96, 128, 160, 192, 224"),
-        ("mobilenet", 96, "128, 160, 192, 224"),
-        ("nasnet_mobile", 160, "224"),
-        ("nasnet_large", 224, "331"),
+        ("mobilenet", (96, 96), "128, 160, 192, 224"),
     ],
 )
-def test_imagenet_weights_at_a_size_without_them_raise_before_building(
-    name: str, image_size: int | tuple[int, int], listed: str
+def test_imagenet_weights_at_a_size_without_their_own_warn_that_224_is_loaded(
+    name: str, image_size: tuple[int, int], listed: str
 ) -> None:
-    with pytest.raises(InvalidImageSizeError, match=f"only for square images of {listed} pixels"):
-        never_built(name).build(image_size, weights="imagenet")
+    # As Keras does: MobileNet V1/V2 load the 224 px weights at any other size, with a warning.
+    with pytest.warns(TransferkitWarning, match=f"of {listed} pixels; at .* the 224x224 ones"):
+        never_built(name).check_weights("imagenet", image_size)
+
+
+@pytest.mark.parametrize(
+    ("name", "image_size"),
+    [
+        ("mobilenet_v2", (96, 96)),
+        ("mobilenet", (128, 128)),
+        ("nasnet_mobile", (160, 160)),  # one weights file, which Keras loads at any size
+        ("nasnet_large", (224, 224)),
+        ("mobilenet_v3_small", (100, 180)),
+        ("efficientnet_b0", (64, 64)),
+    ],
+)
+def test_imagenet_weights_at_any_other_size_are_used_without_a_warning(
+    name: str, image_size: tuple[int, int]
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        never_built(name).check_weights("imagenet", image_size)
+
+
+_KERAS_LOADS_224_WEIGHTS = """
+import json, sys, warnings
+import h5py, keras, numpy as np
+from keras.src.legacy.saving import legacy_h5_format
+import transferkit as tk
+
+# The 224 px ImageNet file, as Keras stores it after a download: our own random weights.
+source = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(224, 224, 3))
+name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+with h5py.File(sys.argv[1] + "/models/" + name, "w") as file:
+    legacy_h5_format.save_weights_to_hdf5_group(file, source)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    built = tk.get_backbone("mobilenet_v2").build((200, 300), weights="imagenet")
+same = all(np.array_equal(a, b) for a, b in zip(source.get_weights(), built.get_weights()))
+print(json.dumps({"same": same, "shape": list(built.output_shape),
+                  "warnings": [f"{w.category.__name__}: {w.message}" for w in caught]}))
+"""
+
+
+def test_keras_loads_the_224_weights_at_another_size_with_our_warning_only(tmp_path) -> None:
+    (tmp_path / "models").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", _KERAS_LOADS_224_WEIGHTS, os.fspath(tmp_path)],
+        capture_output=True, text=True, timeout=600, check=False,
+        env=offline_env(tmp_path, TF_CPP_MIN_LOG_LEVEL="3"),
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["same"]
+    assert report["shape"] == [None, 7, 10, 1280]
+    [warning] = report["warnings"]
+    assert warning.startswith("TransferkitWarning: 'mobilenet_v2' has ImageNet weights of its own")
 
 
 def test_imagenet_weights_for_a_backbone_without_them_raise_before_building() -> None:

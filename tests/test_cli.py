@@ -22,15 +22,19 @@ from PIL import Image
 import transferkit as tk
 from conftest import TINY_BACKBONE
 from images import write_class_folders, write_split_folders, write_truncated_jpeg
+from offline import offline_env
 from transferkit import data
 from transferkit._cli import main
 
 SCRIPT = Path(sys.executable).with_name("transferkit")
 
 
-def run_script(*args: object) -> subprocess.CompletedProcess[str]:
+def run_script(*args: object, log_level: str | None = "2") -> subprocess.CompletedProcess[str]:
+    """Runs the console script; ``log_level=None`` leaves TF_CPP_MIN_LOG_LEVEL unset."""
     assert SCRIPT.is_file(), f"no console script at {SCRIPT}; run pip install -e ."
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    if log_level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = log_level
     return subprocess.run(
         [os.fspath(SCRIPT), *map(str, args)],
         capture_output=True,
@@ -151,6 +155,100 @@ def test_an_error_is_one_line_on_stderr_and_exit_status_1(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_a_command_prints_no_tensorflow_start_up_logging(tmp_path):
+    # TF_CPP_MIN_LOG_LEVEL unset, as users run it: only transferkit's own line on stderr.
+    result = run_script("backbones", "nothing*", log_level=None)
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "transferkit: error: No backbone matches 'nothing*'. Received: pattern='nothing*'"
+    ]
+
+
+def test_train_offline_with_imagenet_weights_is_one_error_line(tmp_path):
+    folder = write_class_folders(tmp_path / "data", {"a": 2, "b": 2})
+    model = tmp_path / "m.keras"
+
+    result = subprocess.run(
+        [os.fspath(SCRIPT), "train", os.fspath(folder), "--image-size", "96",
+         "--epochs", "1", "--fine-tune-epochs", "0", "--output", os.fspath(model)],
+        capture_output=True, text=True, timeout=600, check=False,
+        env=offline_env(tmp_path / "keras_home", TF_CPP_MIN_LOG_LEVEL="2"),
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = error_lines(result.stderr)
+    assert line.startswith(
+        "transferkit: error: Could not download the ImageNet weights for 'mobilenet_v2'"
+    )
+    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5" in line
+    assert not model.exists()
+
+
+_MODULES_AFTER_MAIN = """
+import sys
+from transferkit._cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    print("exit", exc.code)
+print(sorted(m for m in ("tensorflow", "keras", "numpy") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["--help"], 0),
+        (["train", "--help"], 0),
+        (["predict", "--help"], 0),
+        (["train", "data", "--epochs", "0"], 2),
+        (["train", "data", "--validation-split", "1.5"], 2),
+        (["frobnicate"], 2),
+    ],
+    ids=["help", "train-help", "predict-help", "bad-epochs", "bad-split", "no-such-command"],
+)
+def test_help_and_usage_errors_do_not_import_tensorflow(argv, code):
+    result = subprocess.run(
+        [sys.executable, "-c", _MODULES_AFTER_MAIN, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.stdout.splitlines()[-2:] == [f"exit {code}", "[]"], result.stderr
+
+
+def test_import_transferkit_does_not_import_tensorflow():
+    code = """
+import sys
+import transferkit as tk
+print(tk.__version__ != "", "tensorflow" in sys.modules, set(tk.__all__) <= set(dir(tk)))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+
+    assert result.stdout.splitlines() == ["True False True"], result.stderr
+
+
+def test_the_lazy_names_are_the_objects_their_modules_define():
+    from transferkit import TransferClassifier, data, load_classifier
+    from transferkit import classifier as classifier_module
+
+    assert TransferClassifier is classifier_module.TransferClassifier
+    assert load_classifier is classifier_module.load_classifier
+    assert tk.data is data
+    assert tk.Backbone is tk.backbone.Backbone
+
+
+def test_an_unknown_attribute_of_the_package_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        _ = tk.nothing
+
+
 # ---------------------------------------------------------------------- main() in process
 
 
@@ -171,7 +269,7 @@ def test_backbones_prints_the_registry_as_a_table(capsys):
         )
 
 
-@pytest.mark.parametrize("command", ["backbones", "train", "predict", "evaluate"])
+@pytest.mark.parametrize("command", ["backbones", "train", "predict", "evaluate", "export"])
 def test_every_subcommand_has_help(capsys, command):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
@@ -252,8 +350,8 @@ def _train_args(folder: Path, *extra: str) -> list[str]:
         ),
         (
             # The weights are checked before the folder is even looked at.
-            lambda p: ["train", str(p / "nowhere"), "--image-size", "32"],
-            "ImageNet weights for 'mobilenet_v2' exist only for square images",
+            lambda p: ["train", str(p / "nowhere"), "--weights", str(p / "missing.h5")],
+            "Weights file not found: ",
         ),
         (lambda p: _train_args(p, "--output", str(p / "m.h5")), "--output must be a .keras file"),
         (lambda p: _train_args(p, "--unfreeze-from", "999"), "from_layer is out of range"),
@@ -325,8 +423,16 @@ def test_predict_top_k_above_the_class_count_is_an_error(tiny_model, capsys):
 
 @pytest.mark.parametrize(
     "argv",
-    [["train", ".", "--image-size", "big"], ["train", ".", "--epochs", "0"], []],
-    ids=["image-size", "epochs", "no-command"],
+    [
+        ["train", ".", "--image-size", "big"],
+        ["train", ".", "--image-size", "0x32"],
+        ["train", ".", "--epochs", "0"],
+        ["train", ".", "--fine-tune-epochs", "-1"],
+        ["train", ".", "--test-split", "0"],
+        ["predict", "m.keras", "a.png", "--batch-size", "1.5"],
+        [],
+    ],
+    ids=["image-size", "zero-side", "epochs", "fine-tune-epochs", "split", "batch", "no-command"],
 )
 def test_usage_errors_exit_with_status_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:

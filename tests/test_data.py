@@ -270,7 +270,7 @@ def test_an_empty_class_folder_is_an_error_naming_it(tmp_path):
 @pytest.mark.parametrize(
     ("write", "problem"),
     [
-        (lambda p: write_text_file(p), "not a JPEG, PNG, GIF, BMP or WebP image"),
+        (lambda p: write_text_file(p), "not a JPEG, PNG, GIF, BMP, WebP or JPEG XL image"),
         (lambda p: write_truncated_jpeg(p), "truncated or corrupt JPEG"),
         (lambda p: p.write_bytes(b""), "empty file"),
         (
@@ -528,3 +528,26 @@ def test_predict_accepts_a_folder_and_an_image_path(tmp_path):
     assert from_folder.shape == (3, 2)
     np.testing.assert_allclose(from_folder, clf.predict(data.load_images(files, 32)), atol=1e-6)
     np.testing.assert_allclose(from_file, from_folder[2:], atol=1e-6)
+
+
+def test_numpy_numbers_are_accepted_wherever_a_number_is_taken(tmp_path):
+    write_class_folders(tmp_path, {"cat": 4, "dog": 4})
+
+    folder = data.from_directory(
+        tmp_path,
+        np.int64(16),
+        batch_size=np.int32(2),
+        validation_split=np.float64(0.25),
+        seed=np.int64(3),
+        class_names=["cat", "dog"],
+    )
+    images, _ = next(iter(folder.train))
+
+    assert images.shape == (2, 16, 16, 3)
+    assert folder.counts == {"train": 6, "validation": 2}
+    assert data.load_images(data.list_images(tmp_path)[:1], (np.int64(8), np.int16(12))).shape == (
+        1,
+        8,
+        12,
+        3,
+    )

@@ -166,6 +166,18 @@ served = tf.saved_model.load(str(clf.export(f"{folder}/served")))
 probabilities = served.serve(tf.constant(images))["probabilities"].numpy()
 result["export_difference"] = float(np.max(np.abs(probabilities - expected)))
 
+# Discriminative rates (one optimizer per block, in a MultiOptimizer) with a schedule, and
+# the learning-rate finder, which must leave every mirrored variable as it was.
+for model in (clf, single):
+    model.fine_tune(data, epochs=1, learning_rate=(1e-4, 1e-2), schedule="one_cycle", verbose=0)
+result["discriminative_tune_difference"] = max_difference(clf, single)
+before_sweep = [np.array(w) for w in clf.model.get_weights()]
+sweep = clf.find_learning_rate(data, steps=10)
+result["sweep_suggestion_positive"] = sweep.suggestion > 0
+result["sweep_left_weights"] = all(
+    np.array_equal(a, b) for a, b in zip(before_sweep, clf.model.get_weights(), strict=True)
+)
+
 try:
     clf.fine_tune(data, epochs=1, optimizer=keras.optimizers.Adam(), verbose=0)
     result["outside_optimizer_error"] = None
@@ -208,11 +220,18 @@ def test_mirrored_batch_size_is_the_global_batch(mirrored: dict[str, Any]) -> No
     assert mirrored["steps_per_epoch"] == 4
 
 
-@pytest.mark.parametrize("stage", ["head", "cached_head", "tune"])
+@pytest.mark.parametrize("stage", ["head", "cached_head", "tune", "discriminative_tune"])
 def test_mirrored_training_matches_single_device_training(
     mirrored: dict[str, Any], stage: str
 ) -> None:
     assert mirrored[f"{stage}_difference"] <= TRAINING_TOLERANCE
+
+
+def test_mirrored_learning_rate_sweep_suggests_and_changes_nothing(
+    mirrored: dict[str, Any],
+) -> None:
+    assert mirrored["sweep_suggestion_positive"]
+    assert mirrored["sweep_left_weights"]
 
 
 def test_mirrored_head_training_leaves_the_backbone_unchanged(mirrored: dict[str, Any]) -> None:

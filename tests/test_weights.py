@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,10 +14,8 @@ import pytest
 
 import transferkit as tk
 from conftest import TINY_BACKBONE
+from offline import offline_env
 from transferkit.errors import WeightsUnavailableError
-
-# A closed loopback port: a download through this proxy fails at once, on any machine.
-CLOSED_PROXY = "http://127.0.0.1:9"
 
 
 def variables_of(model: keras.Model) -> list[np.ndarray]:
@@ -90,14 +87,7 @@ OFFLINE_SCRIPT = textwrap.dedent(
 def offline_imagenet_failure(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """What building with ImageNet weights reports when the download cannot happen."""
     keras_home = tmp_path_factory.mktemp("keras_home")
-    env = {k: v for k, v in os.environ.items() if k.lower() not in {"no_proxy", "all_proxy"}}
-    env.update(
-        KERAS_HOME=str(keras_home),
-        https_proxy=CLOSED_PROXY,
-        HTTPS_PROXY=CLOSED_PROXY,
-        http_proxy=CLOSED_PROXY,
-        TF_CPP_MIN_LOG_LEVEL="3",
-    )
+    env = offline_env(keras_home, TF_CPP_MIN_LOG_LEVEL="3")
     completed = subprocess.run(
         [sys.executable, "-c", OFFLINE_SCRIPT],
         env=env,

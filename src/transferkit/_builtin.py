@@ -14,10 +14,11 @@ from transferkit.backbone import Backbone
 
 __all__ = ["BUILTIN_BACKBONES"]
 
+# MobileNet V1 and V2 ship one ImageNet weights file per size; at any other size Keras loads
+# the 224 px file with a warning (so does transferkit, before building). Every other network
+# ships one file, which Keras loads at any size: no weight_sizes.
 _MOBILENET_V1_SIZES = (128, 160, 192, 224)
 _MOBILENET_V2_SIZES = (96, 128, 160, 192, 224)
-# MobileNetV3 ships 224-px weights only, and Keras loads them at any size (as for EfficientNet):
-# restricting it would only forbid what works, so it has no weight_sizes.
 
 # fmt: off
 BUILTIN_BACKBONES: tuple[Backbone, ...] = (
@@ -60,7 +61,7 @@ BUILTIN_BACKBONES: tuple[Backbone, ...] = (
     Backbone("xception", apps.Xception, "tf", 299, 2048, "xception", min_image_size=71, parameters=20_861_480),
     Backbone("vgg16", apps.VGG16, "caffe", 224, 512, "vgg", parameters=14_714_688),
     Backbone("vgg19", apps.VGG19, "caffe", 224, 512, "vgg", parameters=20_024_384),
-    Backbone("nasnet_mobile", apps.NASNetMobile, "tf", 224, 1056, "nasnet", weight_sizes=(224,), parameters=4_269_716),
-    Backbone("nasnet_large", apps.NASNetLarge, "tf", 331, 4032, "nasnet", weight_sizes=(331,), parameters=84_916_818),
+    Backbone("nasnet_mobile", apps.NASNetMobile, "tf", 224, 1056, "nasnet", parameters=4_269_716),
+    Backbone("nasnet_large", apps.NASNetLarge, "tf", 331, 4032, "nasnet", parameters=84_916_818),
 )
 # fmt: on

@@ -33,6 +33,8 @@ class ClassifierConfig:
         image_size: ``(height, width)`` of the images the model takes.
         dropout: the dropout rate before the dense layer.
         dtype_policy: the mixed-precision policy, or None for float32.
+        multi_label: whether each class is an independent yes/no answer (one sigmoid
+            logit per class) rather than one class per image.
     """
 
     backbone: str
@@ -41,6 +43,7 @@ class ClassifierConfig:
     image_size: tuple[int, int]
     dropout: float = 0.2
     dtype_policy: DtypePolicy = None
+    multi_label: bool = False
 
     @classmethod
     def create(
@@ -52,6 +55,7 @@ class ClassifierConfig:
         image_size: ImageSize | None,
         dropout: object,
         dtype_policy: object,
+        multi_label: object = False,
     ) -> ClassifierConfig:
         """Validates the constructor's arguments into a config; raises on the first bad one."""
         names = _validation.class_names(class_names)
@@ -72,6 +76,7 @@ class ClassifierConfig:
             raise InvalidArgumentError(msg)
         rate = _validation.fraction("dropout", dropout, low_inclusive=True)
         _validation.choice("dtype_policy", dtype_policy, DTYPE_POLICIES)
+        _validation.choice("multi_label", multi_label, (True, False))
         return cls(
             backbone=spec.name,
             num_classes=count,
@@ -79,6 +84,7 @@ class ClassifierConfig:
             image_size=spec.resolve_image_size(image_size),
             dropout=rate,
             dtype_policy=dtype_policy,  # type: ignore[arg-type]  # checked just above
+            multi_label=bool(multi_label),
         )
 
     def with_class_names(self, names: Sequence[str]) -> ClassifierConfig:
@@ -104,4 +110,5 @@ class ClassifierConfig:
             image_size=(int(height), int(width)),
             dropout=float(data.get("dropout", 0.2)),
             dtype_policy=data.get("dtype_policy"),
+            multi_label=bool(data.get("multi_label", False)),
         )

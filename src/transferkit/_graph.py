@@ -52,30 +52,31 @@ class InferenceMode(keras.layers.Wrapper):  # type: ignore[misc]  # keras is unt
         """Runs the wrapped layer in inference mode."""
         return self.layer(inputs, training=False)
 
-    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> Any:
-        """The wrapped layer's output shape."""
-        return self.layer.compute_output_shape(input_shape)
-
 
 @keras.saving.register_keras_serializable(package="transferkit")
 class Probabilities(keras.layers.Layer):  # type: ignore[misc]  # keras is untyped
     """Per-class probabilities from the classifier's logits.
 
     One logit (two classes) gives ``[1 - sigmoid, sigmoid]``; one logit per class gives the
-    softmax. Rows sum to 1 either way.
+    softmax. Rows sum to 1 either way. A multi-label head gives each class's own sigmoid:
+    independent yes/no probabilities.
 
     Args:
         binary: bool. Whether the logits are the single logit of a two-class head.
+        multi_label: bool. Whether each logit is an independent class. Defaults to False.
         **kwargs: base layer arguments.
     """
 
-    def __init__(self, binary: bool, **kwargs: Any) -> None:
+    def __init__(self, binary: bool, multi_label: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.binary = bool(binary)
+        self.multi_label = bool(multi_label)
 
     def call(self, logits: Any) -> Any:
         """Probabilities for a batch of logits."""
         logits = keras.ops.cast(logits, "float32")
+        if self.multi_label:
+            return keras.ops.sigmoid(logits)
         if self.binary:
             positive = keras.ops.sigmoid(logits)
             return keras.ops.concatenate([1.0 - positive, positive], axis=-1)
@@ -87,7 +88,7 @@ class Probabilities(keras.layers.Layer):  # type: ignore[misc]  # keras is untyp
 
     def get_config(self) -> dict[str, Any]:
         """The layer's constructor arguments."""
-        return {**super().get_config(), "binary": self.binary}
+        return {**super().get_config(), "binary": self.binary, "multi_label": self.multi_label}
 
 
 def build_model(
@@ -105,7 +106,8 @@ def build_model(
         augmentation: the augmentation model, or None.
 
     Returns:
-        A model from raw pixels to logits (one logit for two classes, one per class otherwise).
+        A model from raw pixels to logits (one logit for two single-label classes, one per
+        class otherwise).
     """
     inputs = keras.Input(shape=(*config.image_size, 3), name="image")
     x = augmentation(inputs) if augmentation is not None else inputs
@@ -114,7 +116,7 @@ def build_model(
     x = keras.layers.GlobalAveragePooling2D(name="pooling")(x)
     x = keras.layers.Dropout(config.dropout, name="dropout")(x)
     # float32 logits even under a mixed-precision policy, for a stable loss.
-    units = 1 if config.num_classes == 2 else config.num_classes
+    units = 1 if config.num_classes == 2 and not config.multi_label else config.num_classes
     outputs = keras.layers.Dense(units, name="logits", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=f"transferkit_{spec.name}")
 

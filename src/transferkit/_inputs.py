@@ -13,7 +13,8 @@ from typing import Any, Union
 import numpy as np
 import tensorflow as tf
 
-from transferkit.data import list_images, load_images
+from transferkit._multi_label import check_multi_hot
+from transferkit.data import _undecodable_files_named, from_files, list_images
 from transferkit.errors import DataError, ImageShapeError, TransferkitWarning
 
 __all__ = [
@@ -24,7 +25,12 @@ __all__ = [
     "as_labeled_dataset",
     "as_training_data",
     "epoch_order",
+    "naming_undecodable_files",
 ]
+
+#: Wrap model.fit / evaluate / predict on folder datasets with it: a file damaged in its
+#: middle then stops the run with a DataError that names it (see transferkit.data).
+naming_undecodable_files = _undecodable_files_named
 
 #: Labeled data: a ``tf.data.Dataset`` of ``(images, labels)`` batches, an ``(x, y)`` pair,
 #: or the path of a folder of class subfolders.
@@ -108,6 +114,26 @@ def _array_labels(labels: Any, count: int, num_classes: int) -> np.ndarray:
     return array.astype(np.int32)
 
 
+def _check_target_kind(spec: tf.TensorSpec, num_classes: int, multi_label: bool, name: str) -> None:
+    # Multi-hot rows (batch, num_classes) for a multi-label classifier, class indices otherwise.
+    rows = spec.shape.rank == 2 and spec.shape[-1] == num_classes
+    if multi_label and not rows:
+        msg = (
+            f"A multi-label classifier needs multi-hot targets: rows of {num_classes} zeros "
+            "and ones (transferkit.data.from_csv makes them). "
+            f"Received: {name} with targets of shape {spec.shape}"
+        )
+        raise DataError(msg)
+    if not multi_label and rows and spec.dtype.is_floating:
+        msg = (
+            f"{name} has rows of {num_classes} float targets (multi-hot or one-hot), but this "
+            "classifier is single-label: build it with multi_label=True for multi-hot "
+            "targets, or pass class indices (the argmax of one-hot rows). "
+            f"Received: {name} with targets of shape {spec.shape}"
+        )
+        raise DataError(msg)
+
+
 def _dataset_images_spec(dataset: tf.data.Dataset) -> tf.TensorSpec:
     spec = dataset.element_spec
     return spec[0] if isinstance(spec, tuple) else spec
@@ -189,6 +215,7 @@ def as_training_data(
     num_classes: int,
     batch_size: int,
     name: str = "data",
+    multi_label: bool = False,
 ) -> TrainingData:
     """Validates labeled training data (see :func:`as_labeled_dataset`).
 
@@ -198,18 +225,31 @@ def as_training_data(
     """
     if isinstance(data, tf.data.Dataset):
         dataset = as_labeled_dataset(
-            data, image_size=image_size, num_classes=num_classes, batch_size=batch_size, name=name
+            data,
+            image_size=image_size,
+            num_classes=num_classes,
+            batch_size=batch_size,
+            name=name,
+            multi_label=multi_label,
         )
         return TrainingData(dataset, batch_size)
-    return TrainingData(_labeled_arrays(data, image_size, num_classes, name), batch_size)
+    arrays = _labeled_arrays(data, image_size, num_classes, name, multi_label)
+    return TrainingData(arrays, batch_size)
 
 
 def _labeled_arrays(
-    data: object, image_size: tuple[int, int], num_classes: int, name: str
+    data: object, image_size: tuple[int, int], num_classes: int, name: str, multi_label: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(data, (tuple, list)) and len(data) == 2:
         images = _array_images(data[0], image_size)
-        labels = _array_labels(data[1], len(images), num_classes)
+        if multi_label:
+            check_multi_hot(np.asarray(data[1]), num_classes, name)
+            labels = np.asarray(data[1], np.float32)
+            if len(labels) != len(images):
+                msg = f"{name} has {len(images)} images but {len(labels)} rows of targets."
+                raise DataError(msg)
+        else:
+            labels = _array_labels(data[1], len(images), num_classes)
         if len(images) == 0:
             msg = f"{name} holds no images. Received: {name} with 0 images"
             raise DataError(msg)
@@ -227,17 +267,21 @@ def as_labeled_dataset(
     image_size: tuple[int, int],
     num_classes: int,
     batch_size: int,
+    shuffle: bool = False,
     name: str = "data",
+    multi_label: bool = False,
 ) -> tf.data.Dataset:
     """Validates labeled data and returns a batched, prefetched dataset of (images, labels).
 
     Args:
-        data: a dataset of ``(images, labels)`` (batched or not) or an ``(x, y)`` pair
-            (kept in its order; :class:`TrainingData` shuffles training arrays).
+        data: a dataset of ``(images, labels)`` (batched or not) or an ``(x, y)`` pair.
         image_size: the ``(height, width)`` the model takes.
         num_classes: the number of classes, to check array labels.
         batch_size: the batch size for arrays and unbatched datasets.
+        shuffle: reshuffle arrays every iteration, in no reproducible order (datasets keep
+            the order they have); training stages use :class:`TrainingData` instead.
         name: what to call the argument in messages.
+        multi_label: whether labels are multi-hot rows of ``num_classes`` (float32).
 
     Raises:
         DataError: the data is none of the accepted kinds, or labels are malformed.
@@ -253,11 +297,22 @@ def as_labeled_dataset(
             raise DataError(msg)
         if len(spec[0].shape) == 3:
             data = data.batch(batch_size)
+        _check_target_kind(data.element_spec[1], num_classes, multi_label, name)
         _check_image_shape(tuple(_dataset_images_spec(data).shape), image_size)
-        return data.prefetch(tf.data.AUTOTUNE)
-    images, labels = _labeled_arrays(data, image_size, num_classes, name)
+        return _keep_file_paths(data, data.prefetch(tf.data.AUTOTUNE))
+    images, labels = _labeled_arrays(data, image_size, num_classes, name, multi_label)
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    if shuffle:
+        dataset = dataset.shuffle(len(images), reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _keep_file_paths(source: Any, dataset: tf.data.Dataset) -> tf.data.Dataset:
+    # A new dataset object drops the attribute; naming_undecodable_files reads it.
+    files = getattr(source, "file_paths", None)
+    if files is not None:
+        dataset.file_paths = files
+    return dataset
 
 
 def as_image_input(
@@ -266,8 +321,8 @@ def as_image_input(
     """Validates images for prediction: an array batch, or a dataset of image batches.
 
     Datasets of ``(images, labels)`` are accepted; their labels are dropped. A path (an
-    image file, or a folder read recursively in sorted order) is loaded and resized as
-    :func:`transferkit.data.load_images` does.
+    image file, or a folder read recursively in sorted order) is read in batches as it is
+    needed (:func:`transferkit.data.from_files`), so a folder never sits in memory at once.
 
     Raises:
         ImageShapeError: images have the wrong shape.
@@ -280,9 +335,9 @@ def as_image_input(
         if len(_dataset_images_spec(images).shape) == 3:
             images = images.batch(batch_size)
         _check_image_shape(tuple(_dataset_images_spec(images).shape), image_size)
-        return images.prefetch(tf.data.AUTOTUNE)
+        return _keep_file_paths(images, images.prefetch(tf.data.AUTOTUNE))
     if isinstance(images, (str, os.PathLike)):
-        return load_images(list_images(images), image_size)
+        return from_files(list_images(images), image_size, batch_size)
     if isinstance(images, bytes) or images is None:
         msg = (
             "images must be a numpy array, a tensor, a tf.data.Dataset of images or the "

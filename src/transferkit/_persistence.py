@@ -111,6 +111,7 @@ def _metadata(classifier: TransferClassifier) -> dict[str, Any]:
         "backbone_spec": {name: getattr(classifier.spec, name) for name in _SPEC_FIELDS},
         "unfrozen_from": classifier.unfrozen_from,
         "head_learning_rate": classifier._head_learning_rate,
+        "thresholds": None if classifier.thresholds is None else list(classifier.thresholds),
         "history": classifier.history.to_dict(),
     }
 

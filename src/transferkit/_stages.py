@@ -16,9 +16,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from transferkit import _features, _inputs, _training, _validation
+from transferkit import (
+    _class_weights,
+    _features,
+    _inputs,
+    _multi_label,
+    _training,
+    _validation,
+    discriminative,
+    schedules,
+)
 from transferkit.data import from_directory
 from transferkit.errors import ClassNamesMismatchError, DataError, InvalidArgumentError
 from transferkit.history import Stage, TrainingHistory
@@ -33,6 +43,7 @@ __all__ = [
     "Verbose",
     "compile_model",
     "labeled_data",
+    "loss",
     "run",
     "training_data",
 ]
@@ -40,7 +51,9 @@ __all__ = [
 Verbose = Literal["auto"] | int
 #: XLA compilation: True, False, or ``"auto"`` (Keras' choice: on GPUs only).
 JitCompile = bool | Literal["auto"]
-OptimizerFactory = Callable[[float], keras.optimizers.Optimizer]
+OptimizerFactory = Callable[[Any], keras.optimizers.Optimizer]
+#: A learning rate, or a ``(low, high)`` pair spread over the backbone's blocks.
+LearningRate = float | tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -50,24 +63,38 @@ class StageOptions:
     Attributes:
         epochs: epochs to train.
         batch_size: the batch size for arrays and folders.
-        learning_rate: the default optimizer's rate, or None for the stage's default.
+        learning_rate: the default optimizer's rate (the peak of a schedule), a ``(low,
+            high)`` pair for discriminative rates, or None for the stage's default.
         optimizer: a user's optimizer, or None for the stage's default.
+        schedule: the learning-rate schedule of the default optimizer.
+        layer_decay: timm's layer-wise decay of the rates, or None.
         callbacks: the user's Keras callbacks.
         verbose: Keras' progress output.
         jit_compile: XLA compilation.
         early_stopping: a patience in epochs, or None.
         checkpoint_dir: the checkpoint folder, or None.
+        class_weight: None, ``"balanced"`` or a dict of class weights (see
+            :mod:`transferkit._class_weights`).
     """
 
     epochs: int
     batch_size: int
-    learning_rate: float | None
+    learning_rate: LearningRate | None
     optimizer: keras.optimizers.Optimizer | None
     callbacks: tuple[keras.callbacks.Callback, ...]
     verbose: Verbose
     jit_compile: JitCompile
     early_stopping: int | None
     checkpoint_dir: str | os.PathLike[str] | None
+    schedule: schedules.Schedule = "constant"
+    layer_decay: float | None = None
+
+    @property
+    def discriminative(self) -> bool:
+        """Whether the backbone's blocks train at rates of their own."""
+        return isinstance(self.learning_rate, tuple) or self.layer_decay is not None
+
+    class_weight: _class_weights.ClassWeight = None
 
     @classmethod
     def create(
@@ -82,11 +109,43 @@ class StageOptions:
         jit_compile: object,
         early_stopping: object,
         checkpoint_dir: str | os.PathLike[str] | None,
+        schedule: object = "constant",
+        layer_decay: object = None,
+        by_block: bool = False,
+        class_weight: object = None,
     ) -> StageOptions:
-        """Checks every option; raises on the first invalid one, before any work."""
-        rate = None
-        if learning_rate is not None:
-            rate = _validation.positive_float("learning_rate", learning_rate)
+        """Checks every option; raises on the first invalid one, before any work.
+
+        ``by_block`` allows the options of discriminative rates (fine-tuning only): a
+        ``(low, high)`` learning rate and ``layer_decay``.
+        """
+        rate = _learning_rate(learning_rate, by_block=by_block)
+        _validation.choice("schedule", schedule, schedules.SCHEDULES)
+        decay = None
+        if layer_decay is not None:
+            if not by_block:
+                msg = (
+                    "layer_decay spreads rates over the backbone's blocks, so it is for "
+                    f"fine_tune() only. Received: layer_decay={layer_decay!r}"
+                )
+                raise InvalidArgumentError(msg)
+            decay = _validation.fraction("layer_decay", layer_decay, high_inclusive=True)
+            if isinstance(rate, tuple):
+                msg = (
+                    "Pass a (low, high) learning_rate or layer_decay, not both: the pair "
+                    "already sets every block's rate. "
+                    f"Received: learning_rate={learning_rate!r}, layer_decay={layer_decay!r}"
+                )
+                raise InvalidArgumentError(msg)
+        if optimizer is not None and (schedule != "constant" or decay is not None):
+            msg = (
+                "schedule and layer_decay configure the default optimizer; with your own "
+                "optimizer, give it its schedule instead (learning_rate=a Keras "
+                "LearningRateSchedule). "
+                f"Received: optimizer={optimizer!r}, schedule={schedule!r}, "
+                f"layer_decay={layer_decay!r}"
+            )
+            raise InvalidArgumentError(msg)
         if optimizer is not None:
             if not isinstance(optimizer, keras.optimizers.Optimizer):
                 msg = (
@@ -119,7 +178,24 @@ class StageOptions:
             jit_compile=jit_compile,  # type: ignore[arg-type]  # checked above
             early_stopping=patience,
             checkpoint_dir=checkpoint_dir,
+            schedule=schedule,  # type: ignore[arg-type]  # checked above
+            layer_decay=decay,
+            class_weight=_class_weights.check(class_weight),
         )
+
+
+def _learning_rate(value: object, *, by_block: bool) -> LearningRate | None:
+    if value is None:
+        return None
+    if by_block and isinstance(value, (tuple, list)):
+        return discriminative.check_rate_pair(value)
+    if isinstance(value, (tuple, list)):
+        msg = (
+            "A (low, high) learning_rate spreads rates over the backbone's blocks, so it is "
+            f"for fine_tune() only; pass one rate. Received: learning_rate={value!r}"
+        )
+        raise InvalidArgumentError(msg)
+    return _validation.positive_float("learning_rate", value)
 
 
 @dataclass(frozen=True)
@@ -173,62 +249,84 @@ def run(
         cache: feature caching for the head stage; None trains the full model.
     """
     _training.check_strategy_can_train(clf.strategy)
-    train = training_data(clf, data, options.batch_size)
+    training = training_data(clf, data, options.batch_size)
+    train = training.in_order()  # one pass; fit gets every epoch in its order below
     validation = None
     if validation_data is not None:
         validation = labeled_data(clf, validation_data, options.batch_size, name="validation_data")
-    optimizer = _optimizer(clf, options, default_optimizer, default_rate)
+    # A dict of weights is checked now; "balanced" needs the labels, read once below.
+    weights = _resolve_class_weights(clf, options.class_weight, None)
+    optimizer = _optimizer(clf, options, default_optimizer, default_rate, train)
     safe = _safe_run(clf, stage, optimizer, validation, options, cache)
     if safe.run is not None and safe.run.finished:
         safe.restore_random_state(clf.model)  # as the finished run left it, for what follows
         return clf.history
-    # compile() again at every stage: a change of `trainable` only counts after it.
-    compile_model(clf, optimizer, jit_compile=options.jit_compile)
     start = clf.history.next_epoch  # after the epochs a resumed run already trained
     epochs = options.epochs - safe.completed
     callbacks = [*options.callbacks, *safe.callbacks]
-    if cache is None or not cache.enabled:
-        epoch_data, steps = train.epochs(seed=safe.shuffle_seed, first_epoch=start, epochs=epochs)
-        safe.restore_random_state(clf.model)
-        keras_history = clf.model.fit(
-            epoch_data,
-            validation_data=validation,
-            initial_epoch=start,
-            epochs=start + epochs,
-            steps_per_epoch=steps,
-            shuffle=False,  # arrays are shuffled in the pipeline; datasets keep their order
-            callbacks=callbacks,
-            verbose=options.verbose,
-        )
-    else:
-        augment = any(layer.name == "augmentation" for layer in clf.model.layers)
-        with (
-            _scope(clf),
-            _features.cache_features(
-                clf.model,
-                clf.backbone,
-                train.in_order(),
-                validation,
-                views=min(cache.augmented_views, options.epochs) if augment else 1,
-                augment=augment,
-                memory_limit=cache.memory_limit,
-                jit_compile=options.jit_compile,
-            ) as cached,
-        ):
-            # Same optimizer object as the full model's, so a callback that changes
-            # callback.model.optimizer (ReduceLROnPlateau) changes the head's.
-            compile_model(clf, optimizer, model=cached.head, jit_compile=options.jit_compile)
-            # Only now: caching augmented the images from the state the run started with.
+    # A file damaged mid-way stops the run with a DataError naming it (checkpoints stay).
+    with _inputs.naming_undecodable_files(train, validation):
+        if cache is None or not cache.enabled:
+            if options.class_weight == "balanced":
+                weights = _resolve_class_weights(clf, "balanced", _dataset_labels(train))
+            # compile() again at every stage: a change of `trainable` only counts after it.
+            compile_model(clf, optimizer, jit_compile=options.jit_compile, class_weights=weights)
+            described = _record_class_weights(clf, safe, weights)
+            epoch_data, steps = training.epochs(
+                seed=safe.shuffle_seed, first_epoch=start, epochs=epochs
+            )
             safe.restore_random_state(clf.model)
-            keras_history = cached.fit(
-                clf.model,
+            keras_history = clf.model.fit(
+                epoch_data,
+                validation_data=validation,
                 initial_epoch=start,
-                epochs=epochs,
+                epochs=start + epochs,
+                steps_per_epoch=steps,
+                shuffle=False,  # arrays are shuffled in the pipeline; datasets keep their order
                 callbacks=callbacks,
                 verbose=options.verbose,
-                seed=safe.shuffle_seed,
             )
-    clf.history.append(stage, *safe.kept(keras_history.epoch, keras_history.history))
+        else:
+            augment = any(layer.name == "augmentation" for layer in clf.model.layers)
+            with (
+                _scope(clf),
+                _features.cache_features(
+                    clf.model,
+                    clf.backbone,
+                    train,
+                    validation,
+                    views=min(cache.augmented_views, options.epochs) if augment else 1,
+                    augment=augment,
+                    memory_limit=cache.memory_limit,
+                    jit_compile=options.jit_compile,
+                ) as cached,
+            ):
+                if options.class_weight == "balanced":  # the cached labels: no second pass
+                    weights = _resolve_class_weights(clf, "balanced", cached.train.targets[0])
+                # Same optimizer object as the full model's, so a callback that changes
+                # callback.model.optimizer (ReduceLROnPlateau) changes the head's.
+                for model in (clf.model, cached.head):
+                    compile_model(
+                        clf,
+                        optimizer,
+                        model=model,
+                        jit_compile=options.jit_compile,
+                        class_weights=weights,
+                    )
+                described = _record_class_weights(clf, safe, weights)
+                # Only now: caching augmented the images from the state the run started with.
+                safe.restore_random_state(clf.model)
+                keras_history = cached.fit(
+                    clf.model,
+                    initial_epoch=start,
+                    epochs=epochs,
+                    callbacks=callbacks,
+                    verbose=options.verbose,
+                    seed=safe.shuffle_seed,
+                )
+    clf.history.append(
+        stage, *safe.kept(keras_history.epoch, keras_history.history), class_weights=described
+    )
     safe.raise_if_diverged()
     return clf.history
 
@@ -239,28 +337,57 @@ def compile_model(
     *,
     model: keras.Model | None = None,
     jit_compile: JitCompile = "auto",
+    class_weights: _class_weights.ClassWeights | None = None,
 ) -> None:
-    """Compiles ``model`` (the classifier's by default) with the classifier's loss and metric."""
+    """Compiles ``model`` (the classifier's by default) with the classifier's loss and metrics.
+
+    The loss is cross-entropy on the logits (sparse, binary, or per class for multi-label),
+    weighted by ``class_weights`` when given.
+    """
     with _scope(clf):
         if optimizer is None:
             optimizer = keras.optimizers.Adam(clf._head_learning_rate)
-        if clf.is_binary:
-            loss: keras.losses.Loss = keras.losses.BinaryCrossentropy(from_logits=True)
-            accuracy: keras.metrics.Metric = keras.metrics.BinaryAccuracy(
-                threshold=0.0, name="accuracy"
-            )
+        if clf.multi_label:
+            metrics = _multi_label.metrics()
+        elif clf.is_binary:
+            metrics = [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")]
         else:
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-            accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         (model or clf.model).compile(
-            optimizer=optimizer, loss=loss, metrics=[accuracy], jit_compile=jit_compile
+            optimizer=optimizer,
+            loss=loss(clf, class_weights),
+            metrics=metrics,
+            jit_compile=jit_compile,
         )
 
 
+def loss(
+    clf: TransferClassifier, class_weights: _class_weights.ClassWeights | None = None
+) -> keras.losses.Loss:
+    """The classifier's training loss: cross-entropy on the logits, optionally class-weighted.
+
+    Sparse categorical for one logit per class, binary for the one logit of two classes, and
+    per class (sigmoid) for multi-label classifiers.
+    """
+    kind: _class_weights.Kind = (
+        "multi_label" if clf.multi_label else "binary" if clf.is_binary else "sparse"
+    )
+    return _class_weights.make_loss(kind, class_weights)
+
+
 def labeled_data(
-    clf: TransferClassifier, data: _inputs.LabeledData, batch_size: int, *, name: str
+    clf: TransferClassifier,
+    data: _inputs.LabeledData,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    name: str,
 ) -> tf.data.Dataset:
-    """Any accepted kind of labeled data as a dataset of ``(images, labels)`` batches."""
+    """Any accepted kind of labeled data as a dataset of ``(images, labels)`` batches.
+
+    ``shuffle`` reshuffles arrays every iteration, in no reproducible order; training
+    stages use :func:`training_data` instead.
+    """
     if isinstance(data, (str, os.PathLike)):
         data = _from_folder(clf, data, batch_size, name)
     _check_class_names(clf, getattr(data, "class_names", None), name)
@@ -269,7 +396,9 @@ def labeled_data(
         image_size=clf.image_size,
         num_classes=clf.num_classes,
         batch_size=batch_size,
+        shuffle=shuffle,
         name=name,
+        multi_label=clf.multi_label,
     )
 
 
@@ -281,11 +410,49 @@ def training_data(
         data = _from_folder(clf, data, batch_size, "data")
     _check_class_names(clf, getattr(data, "class_names", None), "data")
     return _inputs.as_training_data(
-        data, image_size=clf.image_size, num_classes=clf.num_classes, batch_size=batch_size
+        data,
+        image_size=clf.image_size,
+        num_classes=clf.num_classes,
+        batch_size=batch_size,
+        multi_label=clf.multi_label,
     )
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _resolve_class_weights(
+    clf: TransferClassifier, class_weight: _class_weights.ClassWeight, labels: np.ndarray | None
+) -> _class_weights.ClassWeights | None:
+    if class_weight == "balanced" and labels is None:
+        return None  # resolved once the labels are read
+    counts = None
+    if labels is not None:
+        counts = _class_weights.label_counts(labels, clf.num_classes, multi_label=clf.multi_label)
+    return _class_weights.resolve(
+        class_weight,
+        class_names=clf.class_names,
+        num_classes=clf.num_classes,
+        multi_label=clf.multi_label,
+        counts=counts,
+    )
+
+
+def _record_class_weights(
+    clf: TransferClassifier,
+    safe: _training.SafeRun,
+    weights: _class_weights.ClassWeights | None,
+) -> dict[str, Any] | None:
+    # What the history records for this run's epochs; the checkpoint writes it too.
+    described = None if weights is None else weights.describe(clf.class_names)
+    if safe.checkpoint is not None:
+        safe.checkpoint.class_weights = described
+    return described
+
+
+def _dataset_labels(dataset: tf.data.Dataset) -> np.ndarray:
+    # One pass over the data, for class_weight="balanced" without cached features.
+    return np.concatenate([np.asarray(batch[1]) for batch in dataset])
 
 
 def _scope(clf: TransferClassifier) -> contextlib.AbstractContextManager[Any]:
@@ -297,12 +464,28 @@ def _optimizer(
     options: StageOptions,
     default: OptimizerFactory,
     default_rate: float,
+    train: tf.data.Dataset,
 ) -> keras.optimizers.Optimizer:
     optimizer = options.optimizer
     if optimizer is None:
+        rate = options.learning_rate or default_rate
+        total_steps = 1
+        if options.schedule != "constant":  # a schedule spans the call: it needs its length
+            total_steps = options.epochs * schedules.steps_per_epoch(train)
+
+        def make(peak: float) -> keras.optimizers.Optimizer:
+            return default(schedules.make_schedule(options.schedule, peak, total_steps))
+
         # Its variables (the step counter, moments) must live under the model's strategy.
         with _scope(clf):
-            return default(options.learning_rate or default_rate)
+            if not options.discriminative and not isinstance(rate, tuple):
+                return make(rate)
+            # One optimizer per block of the unfrozen backbone (fine-tuning only).
+            groups = discriminative.trainable_groups(clf.backbone, clf.unfrozen_from or 0)
+            rates = discriminative.group_learning_rates(
+                len(groups) + 1, rate, layer_decay=options.layer_decay
+            )
+            return discriminative.discriminative_optimizer(groups, rates, make)
     # TF records on each variable the strategy it was created under; there is no public getter.
     created_under = getattr(optimizer.iterations.value, "_distribute_strategy", None)
     if clf.strategy is not None and created_under is not clf.strategy:
@@ -329,22 +512,41 @@ def _checkpoint_settings(
         "epochs": options.epochs,
         "batch_size": options.batch_size,
         "early_stopping": options.early_stopping,
+        "schedule": options.schedule,
+        "layer_decay": options.layer_decay,
         **{f"classifier.{key}": value for key, value in clf.config.to_dict().items()},
         "unfrozen_from": clf.unfrozen_from,
         "optimizer": type(optimizer).__name__,
-        # Every hyperparameter (learning rate or schedule, moments, clipping), one entry each
-        # so that a refusal names the one that changed; the name is a per-process counter.
-        **{
-            f"optimizer.{key}": value
-            for key, value in optimizer.get_config().items()
-            if key != "name"
-        },
+        **_optimizer_settings(optimizer),
         "cache_features": None if cache is None else cache.enabled,
         "augmented_views": None if cache is None else cache.augmented_views,
+        "class_weight": _describe(options.class_weight),
     }
     # As JSON gives it back (tuples as lists, numbers as JSON numbers), to compare with a save.
     loaded: dict[str, Any] = json.loads(json.dumps(settings, default=str))
     return loaded
+
+
+def _optimizer_settings(optimizer: keras.optimizers.Optimizer) -> dict[str, Any]:
+    # Every hyperparameter (learning rate or schedule, moments, clipping), one entry each so
+    # that a refusal names the one that changed; names are per-process counters, left out.
+    # Discriminative rates: each block's optimizer, in order (the head's last).
+    if isinstance(optimizer, keras.optimizers.MultiOptimizer):
+        return {
+            f"optimizer.group{index}.{key}": value
+            for index, group in enumerate(optimizer.optimizers)
+            for key, value in group.get_config().items()
+            if key != "name"
+        }
+    return {
+        f"optimizer.{key}": value for key, value in optimizer.get_config().items() if key != "name"
+    }
+
+
+def _describe(class_weight: _class_weights.ClassWeight) -> Any:
+    if class_weight is None or isinstance(class_weight, str):
+        return class_weight
+    return {str(key): float(value) for key, value in class_weight.items()}
 
 
 def _safe_run(

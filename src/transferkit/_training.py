@@ -230,12 +230,15 @@ class Checkpoint(keras.callbacks.Callback):  # type: ignore[misc]  # keras is un
         self._history = TrainingHistory.from_dict(run.history.to_dict())
         self._guard = guard
         self._stopper = stopper
+        #: The class weights the epochs train with, as the history records them.
+        self.class_weights: dict[str, Any] | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Saves this epoch, unless training diverged in it."""
         if self._guard.diverged:
             return
-        self._history.append(self._stage, [epoch], {k: [v] for k, v in (logs or {}).items()})
+        metrics = {k: [v] for k, v in (logs or {}).items()}
+        self._history.append(self._stage, [epoch], metrics, class_weights=self.class_weights)
         self._run.save(self.model, _weights_name(epoch), self._history, self._stopper)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
@@ -473,6 +476,7 @@ class SafeRun:
         self.guard = DivergenceGuard()
         self.stopper = None if early_stopping is None else EarlyStopping(monitor, early_stopping)
         self.run = run
+        self.checkpoint = None if run is None else Checkpoint(run, stage, self.guard, self.stopper)
         # Drawn from NumPy's global generator, so keras.utils.set_random_seed fixes it; a
         # resumed run uses the seed its first part drew. Drawn either way, so that the calls
         # after a resumed (or replayed) one draw what they drew in an uninterrupted script.
@@ -507,8 +511,8 @@ class SafeRun:
         callbacks: list[keras.callbacks.Callback] = [self.guard]
         if self.stopper is not None:
             callbacks.append(self.stopper)
-        if self.run is not None:
-            callbacks.append(Checkpoint(self.run, self.stage, self.guard, self.stopper))
+        if self.checkpoint is not None:
+            callbacks.append(self.checkpoint)
         return callbacks
 
     def kept(

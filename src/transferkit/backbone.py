@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import urllib.error
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,11 @@ from typing import Any
 
 import keras
 
+from transferkit import _validation
 from transferkit.errors import (
     InvalidArgumentError,
     InvalidImageSizeError,
+    TransferkitWarning,
     WeightsUnavailableError,
 )
 from transferkit.preprocessing import PREPROCESSING_MODES, ImagePreprocessing, PreprocessingMode
@@ -49,8 +52,11 @@ class Backbone:
         family: str. The model family (``"mobilenet"``, ``"efficientnet"``, ...).
         min_image_size: int. The smallest height or width the network accepts.
             Defaults to 32.
-        weight_sizes: tuple of int, or None. The square sizes for which ImageNet weights
-            exist, where they are restricted; ``None`` means any size. Defaults to None.
+        weight_sizes: tuple of int, or None. The square sizes that have ImageNet weights of
+            their own, for a network published with one weights file per size (MobileNet
+            V1 and V2). At any other size the constructor loads the weights of the default
+            size, as Keras does, and :meth:`check_weights` warns. ``None``: one set of
+            weights, used at every size. Defaults to None.
         imagenet_weights: bool. Whether ``weights="imagenet"`` is available.
             Defaults to True.
         parameters: int or None. Parameter count of the headless network at the default
@@ -92,6 +98,7 @@ class Backbone:
                     f"Received: {attribute}={value!r}"
                 )
                 raise InvalidArgumentError(msg)
+            object.__setattr__(self, attribute, int(value))  # a numpy int becomes an int
         if not isinstance(self.family, str) or not self.family:
             msg = (
                 f"Backbone {self.name!r}: family must be a non-empty string. "
@@ -108,8 +115,8 @@ class Backbone:
                     f"sequence of positive ints. Received: weight_sizes={self.weight_sizes!r}"
                 )
                 raise InvalidArgumentError(msg)
-            # A list would stay mutable inside the frozen spec; store a tuple.
-            object.__setattr__(self, "weight_sizes", tuple(sizes))
+            # A list would stay mutable inside the frozen spec; store a tuple of ints.
+            object.__setattr__(self, "weight_sizes", tuple(int(size) for size in sizes))
         if self.parameters is not None and not (_is_int(self.parameters) and self.parameters > 0):
             msg = (
                 f"Backbone {self.name!r}: parameters must be None or a positive int. "
@@ -150,22 +157,7 @@ class Backbone:
         """
         if image_size is None:
             return (self.default_image_size, self.default_image_size)
-        if _is_int(image_size):
-            size: tuple[Any, ...] = (image_size, image_size)
-        elif isinstance(image_size, Sequence) and not isinstance(image_size, str):
-            size = tuple(image_size)
-        else:
-            size = ()
-        if len(size) != 2 or not all(_is_int(side) for side in size):
-            msg = (
-                "image_size must be an int or a (height, width) pair of ints. "
-                f"Received: image_size={image_size!r}"
-            )
-            raise InvalidImageSizeError(msg)
-        height, width = int(size[0]), int(size[1])
-        if height <= 0 or width <= 0:
-            msg = f"image_size must be positive. Received: image_size={image_size!r}"
-            raise InvalidImageSizeError(msg)
+        height, width = _validation.image_size(image_size)
         if min(height, width) < self.min_image_size:
             msg = (
                 f"Backbone {self.name!r} needs images of at least "
@@ -178,6 +170,11 @@ class Backbone:
     def check_weights(self, weights: Weights, image_size: tuple[int, int]) -> None:
         """Raises if ``weights`` cannot be used at ``image_size``; builds nothing.
 
+        ImageNet weights can be used at every size the network accepts. Where they come in
+        one file per size (``weight_sizes``) and ``image_size`` has none, Keras loads
+        the weights of the default size; this warns that it will
+        (:class:`~transferkit.errors.TransferkitWarning`).
+
         Args:
             weights: ``"imagenet"``, None, or the path of a weights file.
             image_size: ``(height, width)`` as returned by :meth:`resolve_image_size`.
@@ -185,7 +182,6 @@ class Backbone:
         Raises:
             InvalidArgumentError: ``weights`` is none of the accepted kinds, or ImageNet
                 weights do not exist for this backbone.
-            InvalidImageSizeError: ImageNet weights do not exist at this size.
             WeightsUnavailableError: a weights path does not exist.
         """
         if weights is None:
@@ -201,12 +197,16 @@ class Backbone:
             if self.weight_sizes is not None and (
                 height != width or height not in self.weight_sizes
             ):
-                msg = (
-                    f"ImageNet weights for {self.name!r} exist only for square images of "
-                    f"{', '.join(map(str, self.weight_sizes))} pixels; pick one of those "
-                    f"sizes or pass weights=None. Received: image_size={image_size}"
+                default = self.default_image_size
+                warnings.warn(
+                    f"{self.name!r} has ImageNet weights of its own for square images of "
+                    f"{', '.join(map(str, self.weight_sizes))} pixels; at {height}x{width} "
+                    f"Keras loads the {default}x{default} ones, which work but were trained "
+                    "at another size. Pick one of those sizes for weights trained at it. "
+                    f"Received: image_size={image_size}",
+                    TransferkitWarning,
+                    stacklevel=2,
                 )
-                raise InvalidImageSizeError(msg)
             return
         if isinstance(weights, (str, os.PathLike)):
             if not Path(weights).is_file():
@@ -255,12 +255,15 @@ class Backbone:
         self.check_weights(weights, (height, width))
         keras_weights = "imagenet" if weights == "imagenet" else None
         try:
-            model = self.constructor(
-                include_top=False,
-                weights=keras_weights,
-                input_shape=(height, width, 3),
-                **kwargs,
-            )
+            with warnings.catch_warnings():
+                # check_weights has said so already, with the sizes and what to do.
+                warnings.filterwarnings("ignore", "`input_shape` is undefined or non-square")
+                model = self.constructor(
+                    include_top=False,
+                    weights=keras_weights,
+                    input_shape=(height, width, 3),
+                    **kwargs,
+                )
         except Exception as exc:
             if keras_weights == "imagenet" and _is_download_failure(exc):
                 msg = (
@@ -288,7 +291,7 @@ class Backbone:
 
 
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return _validation.as_int(value) is not None
 
 
 def _first_line(exc: BaseException) -> str:

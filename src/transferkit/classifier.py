@@ -25,23 +25,31 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit import (
+    _class_weights,
     _features,
     _freezing,
     _graph,
     _inputs,
+    _multi_label,
     _persistence,
     _stages,
     _training,
+    _tta,
     _validation,
+    lr_finder,
 )
+from transferkit import interpret as _interpret
+from transferkit._class_weights import ClassWeight
 from transferkit._config import ClassifierConfig, DtypePolicy
+from transferkit._multi_label import ThresholdMetric
 from transferkit._registry import get_backbone
 from transferkit._stages import JitCompile, Verbose
 from transferkit.augmentation import Augmentation, build_augmentation
 from transferkit.backbone import Backbone, ImageSize, Weights
 from transferkit.errors import InvalidArgumentError, NotUnfrozenError, TransferkitWarning
 from transferkit.export import ExportFormat, Quantization, export_classifier
-from transferkit.history import TrainingHistory
+from transferkit.history import Stage, TrainingHistory
+from transferkit.schedules import Schedule
 
 __all__ = ["TransferClassifier", "load_classifier"]
 
@@ -79,6 +87,10 @@ class TransferClassifier:
             compute in the half type and keep float32 variables; the dense logits stay
             float32 for a stable loss. Keras' global policy is only changed while the model
             is built. Defaults to None.
+        multi_label: bool. Whether an image may have several classes: one sigmoid logit
+            per class, binary cross-entropy, multi-hot targets (as
+            :func:`transferkit.data.from_csv` gives them), independent per-class
+            probabilities and per-class :attr:`thresholds`. Defaults to False.
 
     Attributes:
         model: the Keras model (raw pixels in, logits out).
@@ -109,6 +121,7 @@ class TransferClassifier:
         dropout: float = 0.2,
         strategy: tf.distribute.Strategy | None = None,
         dtype_policy: DtypePolicy = None,
+        multi_label: bool = False,
     ) -> None:
         # Validate everything before building anything.
         spec = backbone if isinstance(backbone, Backbone) else get_backbone(backbone)
@@ -119,6 +132,7 @@ class TransferClassifier:
             image_size=image_size,
             dropout=dropout,
             dtype_policy=dtype_policy,
+            multi_label=multi_label,
         )
         spec.check_weights(weights, config.image_size)
         if backbone_kwargs is not None and not isinstance(backbone_kwargs, dict):
@@ -152,7 +166,10 @@ class TransferClassifier:
         self._strategy = strategy
         self._head_learning_rate = head_learning_rate
         self._unfrozen_from: int | None = None
-        self._probabilities = _graph.Probabilities(self.is_binary)
+        self._probabilities = _graph.Probabilities(self.is_binary, self.multi_label)
+        self._thresholds = (
+            (_multi_label.DEFAULT_THRESHOLD,) * config.num_classes if config.multi_label else None
+        )
 
     # ------------------------------------------------------------------ properties
 
@@ -179,8 +196,34 @@ class TransferClassifier:
 
     @property
     def is_binary(self) -> bool:
-        """Whether the head is one logit (two classes) rather than one logit per class."""
-        return self.num_classes == 2
+        """Whether the head is one logit (two single-label classes), not one per class."""
+        return self.num_classes == 2 and not self.multi_label
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether each class is an independent yes/no answer (see ``multi_label``)."""
+        return self.config.multi_label
+
+    @property
+    def thresholds(self) -> tuple[float, ...] | None:
+        """A multi-label classifier's per-class probability thresholds (None otherwise).
+
+        :meth:`predict_labels` gives an image every class whose probability reaches the
+        class's threshold. They are 0.5 until :meth:`tune_thresholds` picks them or they
+        are set (one number for every class, or one per class), and are saved with the
+        classifier.
+        """
+        return self._thresholds
+
+    @thresholds.setter
+    def thresholds(self, value: float | Sequence[float]) -> None:
+        if not self.multi_label:
+            msg = (
+                "Only a multi-label classifier has thresholds; a single-label one predicts "
+                f"its most probable class. Received: thresholds={value!r}"
+            )
+            raise InvalidArgumentError(msg)
+        self._thresholds = _multi_label.check_thresholds(value, self.num_classes)
 
     @property
     def unfrozen_from(self) -> int | None:
@@ -248,6 +291,8 @@ class TransferClassifier:
         jit_compile: JitCompile = "auto",
         early_stopping: int | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
+        schedule: Schedule = "constant",
+        class_weight: ClassWeight = None,
     ) -> TrainingHistory:
         """Trains the head on the frozen backbone (stage one of the recipe).
 
@@ -281,9 +326,10 @@ class TransferClassifier:
                 :class:`~transferkit.errors.ClassNamesMismatchError` is raised.
             validation_data: the same kinds, evaluated after every epoch.
             epochs: int. Epochs to train. Defaults to 10.
-            learning_rate: float. Adam's learning rate. Defaults to 1e-4 (the recipe's).
+            learning_rate: float. Adam's learning rate (the peak of a ``schedule``).
+                Defaults to 1e-4 (the recipe's). :meth:`find_learning_rate` suggests one.
             optimizer: a Keras optimizer to use instead of Adam (then leave
-                ``learning_rate`` out).
+                ``learning_rate`` and ``schedule`` out).
             batch_size: int. Batch size for arrays. Defaults to 32.
             callbacks: Keras callbacks, passed through to ``fit``. They see the full
                 model as ``callback.model`` also when features are cached.
@@ -308,6 +354,19 @@ class TransferClassifier:
                 before the interrupted call): a run that had finished is restored without
                 training, and the interrupted one resumes after its last saved epoch, with
                 the same global epoch numbers. Use a new folder to train from scratch.
+                A schedule resumes at the step it had reached.
+            schedule: ``"constant"`` (the recipe's), ``"one_cycle"`` or ``"cosine"`` (with
+                warmup): how the learning rate changes over the call's ``epochs`` (see
+                :mod:`transferkit.schedules`). Schedules need the number of batches per
+                epoch, which datasets of unknown length do not know. Defaults to
+                ``"constant"``.
+            class_weight: None, ``"balanced"`` or a dict from class name (or index) to
+                weight. ``"balanced"`` weighs an image of class ``c`` by
+                ``n / (k * count[c])`` (scikit-learn's rule), counted on the training
+                labels; a dict leaves unnamed classes at 1. Multi-label weights are per
+                label (see the imbalanced-data guide). Applied in the loss, so on cached
+                features too; the validation loss is weighted the same way. Defaults to
+                None.
 
         Returns:
             :attr:`history`, with this stage's epochs appended.
@@ -332,13 +391,15 @@ class TransferClassifier:
             jit_compile=jit_compile,
             early_stopping=early_stopping,
             checkpoint_dir=checkpoint_dir,
+            schedule=schedule,
+            class_weight=class_weight,
         )
         cache = _stages.CacheOptions.create(
             cache_features=cache_features,
             augmented_views=augmented_views,
             feature_memory_limit=feature_memory_limit,
         )
-        if options.learning_rate is not None:
+        if isinstance(options.learning_rate, float):
             self._head_learning_rate = options.learning_rate
         self.freeze()
         return _stages.run(
@@ -358,7 +419,7 @@ class TransferClassifier:
         *,
         validation_data: _inputs.LabeledData | None = None,
         epochs: int = 10,
-        learning_rate: float | None = None,
+        learning_rate: float | tuple[float, float] | None = None,
         optimizer: keras.optimizers.Optimizer | None = None,
         batch_size: int = 32,
         callbacks: Sequence[keras.callbacks.Callback] | None = None,
@@ -366,6 +427,9 @@ class TransferClassifier:
         jit_compile: JitCompile = "auto",
         early_stopping: int | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
+        schedule: Schedule = "constant",
+        layer_decay: float | None = None,
+        class_weight: ClassWeight = None,
     ) -> TrainingHistory:
         """Fine-tunes the unfrozen top of the backbone together with the head (stage two).
 
@@ -378,9 +442,14 @@ class TransferClassifier:
             data: as for :meth:`fit_head`.
             validation_data: as for :meth:`fit_head`.
             epochs: int. Epochs to train, numbered on from the head stage. Defaults to 10.
-            learning_rate: float. RMSprop's learning rate. Defaults to a tenth of the head
-                stage's rate (1e-5 with the defaults, as in the recipe).
-            optimizer: a Keras optimizer to use instead of RMSprop.
+            learning_rate: float, or a ``(low, high)`` pair. RMSprop's learning rate (the
+                peak of a ``schedule``). A pair gives each block of the unfrozen backbone a
+                rate of its own, geometrically spaced from ``low`` for the lowest unfrozen
+                block to ``high`` for the head (discriminative rates; blocks as
+                :func:`transferkit.discriminative.block_groups` tells them). Defaults to a
+                tenth of the head stage's rate (1e-5 with the defaults, as in the recipe).
+            optimizer: a Keras optimizer to use instead of RMSprop (then leave
+                ``learning_rate``, ``schedule`` and ``layer_decay`` out).
             batch_size: int. Batch size for arrays. Defaults to 32.
             callbacks: Keras callbacks, passed through to ``fit``.
             verbose: Keras' progress output: ``"auto"``, 0, 1 or 2.
@@ -388,6 +457,13 @@ class TransferClassifier:
             early_stopping: as for :meth:`fit_head`.
             checkpoint_dir: as for :meth:`fit_head`; the folder may be the one the head
                 stage used.
+            schedule: as for :meth:`fit_head`; with discriminative rates, every block
+                follows it, scaled to its own peak. Defaults to ``"constant"``.
+            layer_decay: float in (0, 1], or None. timm's layer-wise decay: the head
+                trains at ``learning_rate`` and each block below at ``layer_decay`` times
+                the rate of the block above. Not with a ``(low, high)`` pair. Defaults to
+                None (one rate for all).
+            class_weight: as for :meth:`fit_head`.
 
         Returns:
             :attr:`history`, with this stage's epochs appended.
@@ -414,6 +490,10 @@ class TransferClassifier:
             jit_compile=jit_compile,
             early_stopping=early_stopping,
             checkpoint_dir=checkpoint_dir,
+            schedule=schedule,
+            layer_decay=layer_decay,
+            by_block=True,
+            class_weight=class_weight,
         )
         if "head" not in self.history.stages:
             warnings.warn(
@@ -432,12 +512,75 @@ class TransferClassifier:
             default_rate=self._head_learning_rate * _FINE_TUNE_RATE_FACTOR,
         )
 
+    def find_learning_rate(
+        self,
+        data: _inputs.LabeledData,
+        *,
+        stage: Stage = "head",
+        min_lr: float = 1e-7,
+        max_lr: float = 10.0,
+        steps: int = 100,
+        batch_size: int = 32,
+    ) -> lr_finder.LearningRateFinderResult:
+        """Sweeps learning rates over a few batches and suggests one (fastai's ``lr_find``).
+
+        Trains ``steps`` batches while the rate grows exponentially from ``min_lr`` to
+        ``max_lr``, stops early once the smoothed loss diverges, and suggests a rate by
+        fastai's valley rule (see :mod:`transferkit.lr_finder`). Every weight, statistic and
+        random state of the model, and the compiled optimizer's state, are left exactly as
+        they were: nothing is trained for good.
+
+        ``stage="head"`` sweeps Adam on the head as :meth:`fit_head` trains it, on cached
+        backbone features (the backbone runs once over the data, so it takes seconds).
+        ``stage="fine_tune"`` sweeps RMSprop on the full model as :meth:`fine_tune` trains
+        it, one rate for every unfrozen layer; call :meth:`unfreeze` first. With
+        discriminative rates, use the suggestion as the head's (``high``) rate.
+
+        Args:
+            data: as for :meth:`fit_head`; repeated when it has fewer than ``steps``
+                batches.
+            stage: ``"head"`` or ``"fine_tune"``. Defaults to ``"head"``.
+            min_lr: float. The first rate. Defaults to 1e-7.
+            max_lr: float. The last rate. Defaults to 10.
+            steps: int. Batches to train, at least 10. Defaults to 100.
+            batch_size: int. Batch size for arrays. Defaults to 32.
+
+        Returns:
+            A :class:`~transferkit.lr_finder.LearningRateFinderResult`: the rates tried,
+            the smoothed losses, the ``suggestion``, and ``plot(path)``.
+
+        Raises:
+            NotUnfrozenError: ``stage="fine_tune"`` with the whole backbone frozen.
+            InvalidArgumentError: an argument is invalid.
+        """
+        return lr_finder.sweep_classifier(
+            self,
+            data,
+            stage=stage,
+            min_lr=min_lr,
+            max_lr=max_lr,
+            steps=steps,
+            batch_size=batch_size,
+        )
+
     # ------------------------------------------------------------------ inference
 
     def predict(
-        self, images: _inputs.Images, *, batch_size: int = 32, verbose: Verbose = 0
+        self,
+        images: _inputs.Images,
+        *,
+        batch_size: int = 32,
+        verbose: Verbose = 0,
+        tta: bool | int = False,
     ) -> np.ndarray:
         """Per-class probabilities for raw-pixel images.
+
+        With ``tta`` (test-time augmentation), the probabilities of several views of each
+        image are averaged: ``True`` is the image and its horizontal mirror image; an int
+        ``n`` (up to 12) takes the first ``n`` of: the image, its mirror image, the central
+        crop of 87.5% of the height and width (resized back), that crop mirrored, then the
+        four corner crops of that size, each followed by its mirror image (the ten-crop
+        evaluation). It costs one forward pass per view.
 
         Args:
             images: a numpy array or tensor of shape ``(n, height, width, 3)`` (or one
@@ -447,33 +590,103 @@ class TransferClassifier:
                 sorted order; see :func:`transferkit.data.list_images`).
             batch_size: int. Batch size for arrays. Defaults to 32.
             verbose: Keras' progress output. Defaults to 0 (silent).
+            tta: bool or int. The views to average (see above); False for none.
+                Defaults to False.
 
         Returns:
-            A float32 array of shape ``(n, num_classes)`` whose rows sum to 1.
+            A float32 array of shape ``(n, num_classes)`` whose rows sum to 1; for a
+            multi-label classifier, each class's own probability (rows need not sum to 1).
         """
         batch_size = _validation.positive_int("batch_size", batch_size)
+        views = self._tta_views(tta)
         inputs = _inputs.as_image_input(images, image_size=self.image_size, batch_size=batch_size)
-        logits = self.model.predict(inputs, batch_size=batch_size, verbose=verbose)
+        with _inputs.naming_undecodable_files(inputs):
+            if views > 1:
+                return _tta.predict_probabilities(
+                    self.model,
+                    inputs,
+                    batch_size=batch_size,
+                    count=views,
+                    binary=self.is_binary,
+                    distributed=self._strategy is not None,
+                )
+            logits = self.model.predict(inputs, batch_size=batch_size, verbose=verbose)
         return np.asarray(keras.ops.convert_to_numpy(self._probabilities(logits)), np.float32)
 
     def predict_labels(
         self, images: _inputs.Images, *, batch_size: int = 32
-    ) -> list[str] | list[int]:
-        """The most probable class of each image.
+    ) -> list[str] | list[int] | list[list[str]] | list[list[int]]:
+        """The most probable class of each image; for multi-label, every class above threshold.
 
         Args:
             images: as for :meth:`predict`.
             batch_size: int. Batch size for arrays. Defaults to 32.
 
         Returns:
-            Class names when the classifier has them, class indices otherwise.
+            Class names when the classifier has them, class indices otherwise; for a
+            multi-label classifier, a list of them per image: the classes whose probability
+            reaches their :attr:`thresholds`, in class order (possibly none).
         """
+        if self._thresholds is not None:
+            probabilities = self.predict(images, batch_size=batch_size)
+            return _multi_label.labels_above(probabilities, self._thresholds, self.class_names)
         indices = [int(i) for i in np.argmax(self.predict(images, batch_size=batch_size), -1)]
         names = self.class_names
         return indices if names is None else [names[i] for i in indices]
 
+    def tune_thresholds(
+        self,
+        validation_data: _inputs.LabeledData,
+        *,
+        metric: ThresholdMetric = "f1",
+        batch_size: int = 32,
+    ) -> tuple[float, ...]:
+        """Picks each class's threshold on labeled data, and sets :attr:`thresholds`.
+
+        For each class, every cut of the images' sorted probabilities is tried and the
+        threshold is set halfway between the two probabilities of the best cut (the one
+        nearest 0.5 among equally good ones). A class that no image (or every image) has
+        keeps 0.5, with a warning. Tune on validation data, not on the training data.
+
+        Args:
+            validation_data: multi-label data, in any form :meth:`fit_head` takes.
+            metric: ``"f1"`` (each class's F1 score) or ``"accuracy"`` (its yes/no
+                accuracy). Defaults to ``"f1"``.
+            batch_size: int. Batch size for arrays. Defaults to 32.
+
+        Returns:
+            The new thresholds, one per class.
+
+        Raises:
+            InvalidArgumentError: the classifier is not multi-label, or an argument is
+                invalid.
+        """
+        _validation.choice("metric", metric, ("f1", "accuracy"))
+        batch_size = _validation.positive_int("batch_size", batch_size)
+        if not self.multi_label:
+            msg = (
+                "tune_thresholds() is for multi-label classifiers; a single-label one "
+                "predicts its most probable class. Build it with multi_label=True."
+            )
+            raise InvalidArgumentError(msg)
+        dataset = _stages.labeled_data(
+            self, validation_data, batch_size, shuffle=False, name="validation_data"
+        )
+        probabilities, targets = _multi_label.probabilities_and_targets(
+            self.model, self._probabilities, dataset
+        )
+        self._thresholds = _multi_label.tune_thresholds(
+            probabilities, targets, metric=metric, class_names=self.class_names
+        )
+        return self._thresholds
+
     def evaluate(
-        self, data: _inputs.LabeledData, *, batch_size: int = 32, verbose: Verbose = 0
+        self,
+        data: _inputs.LabeledData,
+        *,
+        batch_size: int = 32,
+        verbose: Verbose = 0,
+        tta: bool | int = False,
     ) -> dict[str, float]:
         """Loss and accuracy on labeled data.
 
@@ -481,21 +694,51 @@ class TransferClassifier:
             data: as for :meth:`fit_head`.
             batch_size: int. Batch size for arrays. Defaults to 32.
             verbose: Keras' progress output. Defaults to 0 (silent).
+            tta: bool or int. Test-time augmentation, as for :meth:`predict`: the loss and
+                accuracy of the averaged probabilities. Defaults to False.
 
         Returns:
-            ``{"loss": ..., "accuracy": ...}``.
+            ``{"loss": ..., "accuracy": ...}``; for a multi-label classifier
+            ``{"loss", "binary_accuracy", "macro_f1", "auc"}``. The loss is never weighted
+            by the ``class_weight`` of training.
 
         Raises:
             UnsupportedStrategyError: the strategy is a MultiWorkerMirroredStrategy over
                 several workers, which Keras 3 cannot evaluate under.
         """
         batch_size = _validation.positive_int("batch_size", batch_size)
+        if self._tta_views(tta) > 1:
+            result = self.interpret(data, batch_size=batch_size, tta=tta)
+            return {"loss": result.loss, "accuracy": result.accuracy}
         _training.check_strategy_can_train(self._strategy)
-        dataset = _stages.labeled_data(self, data, batch_size, name="data")
-        if not self.model.compiled:
-            _stages.compile_model(self)
-        results = self.model.evaluate(dataset, verbose=verbose, return_dict=True)
+        dataset = _stages.labeled_data(self, data, batch_size, shuffle=False, name="data")
+        if not self.model.compiled or isinstance(
+            self.model.loss, _class_weights.ClassWeightedCrossentropy
+        ):
+            # Keep the optimizer of a compiled model (and its state) for later training.
+            _stages.compile_model(self, getattr(self.model, "optimizer", None))
+        with _inputs.naming_undecodable_files(dataset):
+            results = self.model.evaluate(dataset, verbose=verbose, return_dict=True)
         return {name: float(value) for name, value in results.items()}
+
+    def interpret(
+        self, data: _inputs.LabeledData, *, batch_size: int = 32, tta: bool | int = False
+    ) -> _interpret.Interpretation:
+        """Where the classifier is wrong on labeled data: confusion matrix, report, top losses.
+
+        One prediction pass over the data, batch by batch; see
+        :func:`transferkit.interpret.interpret`.
+
+        Args:
+            data: as for :meth:`evaluate`.
+            batch_size: int. Batch size for arrays and folders. Defaults to 32.
+            tta: bool or int. Test-time augmentation, as for :meth:`predict`.
+                Defaults to False.
+
+        Returns:
+            An :class:`~transferkit.interpret.Interpretation`.
+        """
+        return _interpret.interpret(self, data, batch_size=batch_size, tta=tta)
 
     # ------------------------------------------------------------------ persistence
 
@@ -548,6 +791,17 @@ class TransferClassifier:
         """
         return export_classifier(self, path, format=format, quantize=quantize)
 
+    def _tta_views(self, tta: object) -> int:
+        views = _tta.view_count(tta)
+        if views > 1 and self.multi_label:
+            # Averaged views are defined on class distributions; per-label ones are not done.
+            msg = (
+                "Test-time augmentation is not available for multi-label classifiers yet; "
+                f"predict without it. Received: tta={tta!r}"
+            )
+            raise InvalidArgumentError(msg)
+        return views
+
     def __repr__(self) -> str:
         state = "frozen" if self._unfrozen_from is None else f"unfrozen from {self._unfrozen_from}"
         return (
@@ -585,6 +839,8 @@ def load_classifier(
         TrainingHistory.from_dict(metadata["history"]),
         float(metadata["head_learning_rate"]),
     )
+    if metadata.get("thresholds") is not None:
+        classifier.thresholds = metadata["thresholds"]
     if metadata["unfrozen_from"] is None:
         classifier.freeze()
     else:

@@ -6,12 +6,15 @@ RGB, bilinear resizing) and adds what the reference recipe does by hand: the ``t
 
 Every file is checked before any dataset is built, so a bad file fails at once with its name
 instead of stopping an epoch halfway with a decoder error. The check is cheap: it reads the
-first 16 bytes and the last KiB of each file (the format's signature and its end marker) and
+first 32 bytes and the last KiB of each file (the format's signature and its end marker) and
 decodes only the files that look cut short: 0.26 s for 3,000 JPEGs of 90 KiB, where decoding
-them all once takes about 20 s. It catches files that are not images (text, HTML, TIFF,
-macOS ``._`` files), empty files and truncated downloads; a file damaged in its middle may
-pass it and fail when Keras decodes it. Files that fail the check are an error, not skipped:
-training on silently fewer images hides the problem.
+them all once takes about 20 s. BMP, WebP and JPEG XL files, whose end cannot be checked that
+way (and some of whose variants TensorFlow cannot decode: 1-bit BMPs, animated WebPs), are
+decoded in full. So the check accepts exactly what ``tf.io.decode_image`` decodes, except a
+file damaged in its middle behind an intact end marker: it passes the check, and reading it
+mid-epoch stops training with a :class:`~transferkit.errors.DataError` that names it (the
+last checkpoint is kept, see :doc:`/howto/from_folder`). Files that fail the check are an
+error, not skipped: training on silently fewer images hides the problem.
 
 Grayscale, palette and RGBA images are converted to RGB when they are decoded (RGBA by
 dropping the alpha channel), so a folder may mix them.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,11 +35,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit import _validation
 from transferkit.errors import (
     ClassNamesMismatchError,
     DataError,
     InvalidArgumentError,
-    InvalidImageSizeError,
     TransferkitWarning,
 )
 
@@ -44,6 +48,7 @@ __all__ = [
     "DirectoryData",
     "check_images",
     "from_directory",
+    "from_files",
     "list_images",
     "load_images",
 ]
@@ -51,7 +56,11 @@ __all__ = [
 #: The file extensions ``image_dataset_from_directory`` reads (any case); others are ignored.
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 _VALIDATION_FOLDERS = ("validation", "val")
+_HEAD_BYTES = 32
 _TAIL_BYTES = 1024
+# TensorFlow's op errors start with the function node and end with the op's name.
+_OP_ERROR_NOISE = re.compile(r"^\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]$")
+_KIND_LABELS = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "bmp": "BMP", "webp": "WebP"}
 _MAX_LISTED = 10
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -64,7 +73,8 @@ class DirectoryData:
     Every dataset yields ``(images, labels)`` batches: float32 raw pixels (0-255) of shape
     ``(batch, height, width, 3)`` and int32 class indices. Each dataset also carries the
     class names as ``dataset.class_names``, as Keras' datasets do, so a classifier can
-    check them.
+    check them. With ``shuffle=False``, the train split of the class-folders layout
+    (without ``validation_split``) comes in the order of its ``file_paths``.
 
     Attributes:
         train: the training batches, reshuffled every epoch.
@@ -96,6 +106,7 @@ def from_directory(
     test_split: float | None = None,
     seed: int | None = 0,
     class_names: Sequence[str] | None = None,
+    shuffle: bool = True,
 ) -> DirectoryData:
     """Loads labeled images from class subfolders into batched, prefetched datasets.
 
@@ -132,6 +143,9 @@ def from_directory(
             would put training images into its validation set.
         class_names: the expected class names, in label order. The class folders must be
             exactly these. Defaults to the sorted folder names.
+        shuffle: bool. Reshuffle the training images every epoch. False reads the class
+            folders layout in a fixed order (class by class, files sorted), for evaluation.
+            Defaults to True.
 
     Returns:
         A :class:`DirectoryData` with the ``train``, ``validation`` and ``test`` datasets,
@@ -145,14 +159,19 @@ def from_directory(
             ``class_names``.
         InvalidArgumentError: an argument has an invalid value.
     """
-    size = _check_image_size(image_size)
-    _check_batch_size(batch_size)
-    _check_fraction("validation_split", validation_split)
-    _check_fraction("test_split", test_split)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        msg = f"seed must be an int or None. Received: seed={seed!r}"
-        raise InvalidArgumentError(msg)
-    expected = _check_class_names(class_names)
+    size = _validation.image_size(image_size)
+    batch_size = _validation.positive_int("batch_size", batch_size)
+    if validation_split is not None:
+        validation_split = _validation.fraction("validation_split", validation_split)
+    if test_split is not None:
+        test_split = _validation.fraction("test_split", test_split)
+    if seed is not None:
+        if _validation.as_int(seed) is None:
+            msg = f"seed must be an int or None. Received: seed={seed!r}"
+            raise InvalidArgumentError(msg)
+        seed = _validation.as_int(seed)
+    _validation.choice("shuffle", shuffle, (True, False))
+    expected = _validation.class_names(class_names)
     root = _existing_folder(path)
     if seed is None:
         # Keras needs one seed for both halves of a split; pick it once.
@@ -201,9 +220,11 @@ def from_directory(
         if test_split is not None:
             # Keras' validation half comes in a fixed (seeded) order and is never
             # reshuffled, so take/skip split it once: validation and test share no image.
+            files = validation.file_paths
             validation, test = validation.skip(counts["test"]), validation.take(counts["test"])
+            validation.file_paths = test.file_paths = files  # each holds some of them
     else:
-        train = load(train_folder, shuffle=True)
+        train = load(train_folder, shuffle=shuffle)
         if validation_folder is not None and test_split is not None:
             validation, test = load(validation_folder, validation_split=test_split)
         elif validation_folder is not None:
@@ -269,11 +290,47 @@ def check_images(paths: Iterable[PathLike]) -> list[Path]:
     return files
 
 
+def from_files(
+    paths: Iterable[PathLike], image_size: int | Sequence[int], batch_size: int = 32
+) -> tf.data.Dataset:
+    """A dataset of image batches read from files as they are needed, in the given order.
+
+    Images are decoded and resized as :func:`load_images` does, a batch at a time while the
+    dataset is iterated, so memory holds a few batches whatever the number of files. This is
+    what :meth:`~transferkit.TransferClassifier.predict` reads a folder with. Every file is
+    checked first, as :func:`check_images` does. The dataset carries the files as
+    ``dataset.file_paths``, as Keras' datasets do.
+
+    Args:
+        paths: image files (see :func:`load_images`).
+        image_size: int or ``(height, width)``. The size images are resized to.
+        batch_size: int. Images per batch. Defaults to 32.
+
+    Returns:
+        A ``tf.data.Dataset`` of float32 batches of shape ``(batch, height, width, 3)`` with
+        pixels in 0-255 (the last batch may be smaller).
+
+    Raises:
+        DataError: there are no paths, a file does not exist, or files cannot be decoded
+            as images (all of them are named).
+    """
+    size = _validation.image_size(image_size)
+    batch = _validation.positive_int("batch_size", batch_size)
+    files = [os.fspath(f) for f in check_images(paths)]
+    dataset = tf.data.Dataset.from_tensor_slices(files).map(
+        lambda path: _decode(path, size), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    batched = dataset.batch(batch).prefetch(tf.data.AUTOTUNE)
+    batched.file_paths = files
+    return batched
+
+
 def load_images(paths: Iterable[PathLike], image_size: int | Sequence[int]) -> np.ndarray:
     """Reads image files into one batch of raw pixels, as :func:`from_directory` does.
 
     Images are decoded to RGB and resized (bilinear, aspect ratio not kept) exactly as
     the training datasets are, so a classifier sees the same pixels at prediction time.
+    The whole batch is in memory at once: for many files, :func:`from_files` streams them.
 
     Args:
         paths: image files (any of the formats TensorFlow decodes: JPEG, PNG, GIF, BMP,
@@ -287,17 +344,17 @@ def load_images(paths: Iterable[PathLike], image_size: int | Sequence[int]) -> n
         DataError: there are no paths, a file does not exist, or files cannot be decoded
             as images (all of them are named).
     """
-    size = _check_image_size(image_size)
+    size = _validation.image_size(image_size)
     files = check_images(paths)
-    images = [
-        tf.image.resize(
-            tf.io.decode_image(tf.io.read_file(os.fspath(f)), channels=3, expand_animations=False),
-            size,
-            method="bilinear",
-        )
-        for f in files
-    ]
-    return np.stack([np.asarray(image, np.float32) for image in images])
+    return np.stack([np.asarray(_decode(tf.constant(os.fspath(f)), size)) for f in files])
+
+
+def _decode(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    # What image_dataset_from_directory does to each file, so pixels match training's.
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    resized = tf.image.resize(image, size, method="bilinear")
+    resized.set_shape((*size, 3))
+    return resized
 
 
 # ---------------------------------------------------------------------- layout and checks
@@ -390,7 +447,7 @@ def _check_file(path: Path) -> str | None:
     try:
         size = path.stat().st_size
         with path.open("rb") as file:
-            head = file.read(16)
+            head = file.read(_HEAD_BYTES)
             file.seek(max(size - _TAIL_BYTES, 0))
             tail = file.read()
     except OSError as exc:
@@ -399,14 +456,24 @@ def _check_file(path: Path) -> str | None:
         return "empty file"
     kind = _sniff(head)
     if kind is None:
-        return "not a JPEG, PNG, GIF, BMP or WebP image"
-    if _looks_complete(kind, head, tail, size):
+        return "not a JPEG, PNG, GIF, BMP, WebP or JPEG XL image"
+    if _looks_complete(kind, tail):
         return None
-    # The end marker is missing: decode it to be sure (valid files may carry trailing bytes).
+    # No end marker to see (or it is missing: valid files may carry trailing bytes): decode.
+    problem = _decode_problem(path)
+    if problem is None:
+        return None
+    if kind in ("jpeg", "png", "gif"):
+        return f"truncated or corrupt {kind.upper()}"
+    return f"{_KIND_LABELS.get(kind, kind.upper())} that TensorFlow cannot decode: {problem}"
+
+
+def _decode_problem(path: Path) -> str | None:
+    """What ``tf.io.decode_image`` says about ``path``, as the training datasets call it."""
     try:
         tf.io.decode_image(tf.io.read_file(os.fspath(path)), channels=3, expand_animations=False)
-    except tf.errors.InvalidArgumentError:
-        return f"truncated or corrupt {kind.upper()}"
+    except tf.errors.OpError as exc:
+        return _OP_ERROR_NOISE.sub("", exc.message.strip()) or type(exc).__name__
     return None
 
 
@@ -427,31 +494,35 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
-def _looks_complete(kind: str, head: bytes, tail: bytes, size: int) -> bool:
+def _looks_complete(kind: str, tail: bytes) -> bool:
     if kind == "jpeg":
         return b"\xff\xd9" in tail  # end-of-image marker
     if kind == "png":
         return b"IEND" in tail
     if kind == "gif":
         return tail.rstrip(b"\x00").endswith(b";")  # trailer byte
-    if kind == "bmp":
-        declared = int.from_bytes(head[2:6], "little")  # the header's file size, or 0
-        return declared <= size
-    return True
+    return False  # BMP, WebP, JPEG XL: no end marker, and variants TensorFlow cannot decode
 
 
 def _raise_for_bad_files(bad: list[tuple[Path, str]], folder: Path | None) -> None:
     if not bad:
         return
-    shown = ", ".join(f"{_relative(f, folder)} ({problem})" for f, problem in bad[:_MAX_LISTED])
-    more = f" and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
-    where = f" in {_show(folder)}" if folder is not None else ""
+    received = _show(folder) if folder else _bad_files(bad, None, count=False)
     msg = (
-        f"{len(bad)} files{where} cannot be decoded as images: {shown}{more}. Delete or move "
-        "them and run again (every file is checked before training so that a bad one cannot "
-        f"stop an epoch halfway). Received: path={_show(folder) if folder else shown}"
+        f"{_bad_files(bad, folder)}. Delete or move them and run again (every file is checked "
+        "before training so that a bad one cannot stop an epoch halfway). "
+        f"Received: path={received}"
     )
     raise DataError(msg)
+
+
+def _bad_files(bad: list[tuple[Path, str]], folder: Path | None, *, count: bool = True) -> str:
+    shown = ", ".join(f"{_relative(f, folder)} ({problem})" for f, problem in bad[:_MAX_LISTED])
+    more = f" and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+    if not count:
+        return shown + more
+    where = f" in {_show(folder)}" if folder is not None else ""
+    return f"{len(bad)} files{where} cannot be decoded as images: {shown}{more}"
 
 
 def _compare_classes(
@@ -474,55 +545,6 @@ def _compare_classes(
         f"{what} {list(expected)}: {details}. Received: path={_show(folder)}"
     )
     raise ClassNamesMismatchError(msg)
-
-
-def _check_image_size(image_size: object) -> tuple[int, int]:
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
-        size: tuple[Any, ...] = (image_size, image_size)
-    elif isinstance(image_size, Sequence) and not isinstance(image_size, str):
-        size = tuple(image_size)
-    else:
-        size = ()
-    if len(size) != 2 or not all(
-        isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in size
-    ):
-        msg = (
-            "image_size must be a positive int or a (height, width) pair of positive ints. "
-            f"Received: image_size={image_size!r}"
-        )
-        raise InvalidImageSizeError(msg)
-    return (int(size[0]), int(size[1]))
-
-
-def _check_batch_size(batch_size: object) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        msg = f"batch_size must be a positive int. Received: batch_size={batch_size!r}"
-        raise InvalidArgumentError(msg)
-
-
-def _check_fraction(name: str, value: object) -> None:
-    if value is None:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0.0 < float(value) < 1.0
-    ):
-        msg = f"{name} must be a fraction strictly between 0 and 1. Received: {name}={value!r}"
-        raise InvalidArgumentError(msg)
-
-
-def _check_class_names(class_names: Sequence[str] | None) -> tuple[str, ...] | None:
-    if class_names is None:
-        return None
-    if isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names):
-        msg = f"class_names must be a list of strings. Received: class_names={class_names!r}"
-        raise InvalidArgumentError(msg)
-    names = tuple(class_names)
-    if len(set(names)) != len(names):
-        msg = f"class_names must be unique. Received: class_names={list(names)!r}"
-        raise InvalidArgumentError(msg)
-    return names
 
 
 def _existing_folder(path: PathLike) -> Path:
@@ -619,7 +641,36 @@ def _quiet_keras() -> Iterator[None]:
 def _finish(dataset: tf.data.Dataset, batch_size: int, names: tuple[str, ...]) -> Any:
     batched = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     batched.class_names = list(names)
+    batched.file_paths = dataset.file_paths  # for naming a file that fails to decode
     return batched
+
+
+@contextlib.contextmanager
+def _undecodable_files_named(*datasets: object) -> Iterator[None]:
+    """Turns a decoder error raised while ``datasets`` are read into a DataError naming files.
+
+    A file damaged in its middle passes :func:`check_images` and fails only when it is
+    decoded, mid-epoch, with an error that names no file. On that error, this decodes the
+    files the datasets were made from (their ``file_paths``, as this module and Keras set
+    them) and raises a :class:`~transferkit.errors.DataError` naming the bad ones. Any other
+    error, or one with no bad file to name, passes through unchanged.
+    """
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as exc:
+        files = dict.fromkeys(
+            Path(f) for dataset in datasets for f in getattr(dataset, "file_paths", None) or ()
+        )
+        bad = [(f, problem) for f in files if (problem := _decode_problem(f))]
+        if not bad:
+            raise
+        msg = (
+            f"{_bad_files(bad, None)}. They passed the check before reading started (damage in "
+            "the middle of a file shows only when it is decoded). Delete or move them and run "
+            "again; with checkpoint_dir, training resumes from the last finished epoch. "
+            f"Received: {_bad_files(bad, None, count=False)}"
+        )
+        raise DataError(msg) from exc
 
 
 # ---------------------------------------------------------------------- messages
@@ -643,3 +694,8 @@ def _listing(paths: Sequence[Path], folder: Path | None = None) -> str:
 
 def _extensions() -> str:
     return ", ".join(IMAGE_EXTENSIONS)
+
+
+# At the end: _csv_data imports the names above.
+from transferkit._csv_data import from_csv as from_csv  # noqa: E402
+from transferkit._csv_data import from_dataframe as from_dataframe  # noqa: E402

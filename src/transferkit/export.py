@@ -3,7 +3,9 @@
 Both artifacts take what :meth:`~transferkit.TransferClassifier.predict` takes, raw uint8
 RGB pixels of the classifier's size, shape ``(batch, height, width, 3)``, and return what it
 returns, class probabilities of shape ``(batch, num_classes)`` (for two classes
-``[1 - p, p]`` with ``p`` the sigmoid of the single logit; a softmax otherwise). The
+``[1 - p, p]`` with ``p`` the sigmoid of the single logit; a softmax otherwise; each class's
+own sigmoid for a multi-label classifier, whose signature also has the output ``labels``:
+which probabilities reach the classifier's thresholds, fixed at export). The
 preprocessing is inside; augmentation and dropout run in inference mode, so the output is
 deterministic. Nothing else is needed to serve them: no transferkit, no Keras.
 
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INPUT_NAME",
+    "LABELS_NAME",
     "OUTPUT_NAME",
     "SIGNATURE_KEY",
     "ExportFormat",
@@ -62,6 +65,9 @@ SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "images"
 #: The name of the signature's output (probabilities of shape ``(batch, num_classes)``).
 OUTPUT_NAME = "probabilities"
+#: The name of the second output that multi-label classifiers have (booleans of shape
+#: ``(batch, num_classes)`` that say which probabilities reach the classifier's thresholds).
+LABELS_NAME = "labels"
 
 _FORMATS = ("saved_model", "tflite")
 _QUANTIZATIONS = (None, "dynamic_range")
@@ -151,10 +157,17 @@ def _serving_archive(classifier: TransferClassifier) -> keras.export.ExportArchi
     probabilities = classifier._probabilities  # the layer predict() uses
     height, width = classifier.image_size
 
+    thresholds = classifier.thresholds
+
     def serve(images: Any) -> dict[str, Any]:
         # training=False: augmentation and dropout off, BatchNormalization on its statistics.
         logits = model(keras.ops.cast(images, "float32"), training=False)
-        return {OUTPUT_NAME: probabilities(logits)}
+        outputs = {OUTPUT_NAME: probabilities(logits)}
+        if thresholds is not None:  # multi-label: each class's answer at its threshold
+            outputs[LABELS_NAME] = keras.ops.greater_equal(
+                outputs[OUTPUT_NAME], keras.ops.convert_to_tensor(thresholds, "float32")
+            )
+        return outputs
 
     archive = keras.export.ExportArchive()
     archive.track(model)

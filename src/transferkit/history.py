@@ -24,11 +24,15 @@ class TrainingHistory:
         metrics: dict of str to list of float. One list per metric (``loss``,
             ``accuracy``, ``val_loss``, ``val_accuracy``, ...), aligned with ``epochs``; an
             epoch that did not report a metric holds NaN.
+        class_weights: list. The class weights each epoch trained with, aligned with
+            ``epochs``: None, or ``{"positive": {class: weight}}`` (multi-label weights also
+            have ``"negative"``); see ``class_weight`` of ``fit_head``.
     """
 
     epochs: list[int] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
     metrics: dict[str, list[float]] = field(default_factory=dict)
+    class_weights: list[dict[str, Any] | None] = field(default_factory=list)
 
     @property
     def next_epoch(self) -> int:
@@ -43,13 +47,20 @@ class TrainingHistory:
                 return epoch
         return None
 
-    def append(self, stage: Stage, epochs: list[int], metrics: dict[str, list[float]]) -> None:
+    def append(
+        self,
+        stage: Stage,
+        epochs: list[int],
+        metrics: dict[str, list[float]],
+        class_weights: dict[str, Any] | None = None,
+    ) -> None:
         """Records the epochs of one Keras ``fit`` call.
 
         Args:
             stage: ``"head"`` or ``"fine_tune"``.
             epochs: the global epoch indices Keras ran (``History.epoch``).
             metrics: Keras' ``History.history``.
+            class_weights: the class weights the epochs trained with, or None.
         """
         before = len(self.epochs)
         for name in metrics.keys() - self.metrics.keys():
@@ -59,6 +70,7 @@ class TrainingHistory:
             values.extend(new)
         self.epochs.extend(int(e) for e in epochs)
         self.stages.extend([stage] * len(epochs))
+        self.class_weights.extend([class_weights] * len(epochs))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (NaN is written as None)."""
@@ -69,6 +81,7 @@ class TrainingHistory:
                 name: [None if math.isnan(v) else v for v in values]
                 for name, values in self.metrics.items()
             },
+            "class_weights": list(self.class_weights),
         }
 
     @classmethod
@@ -81,4 +94,6 @@ class TrainingHistory:
                 name: [math.nan if v is None else float(v) for v in values]
                 for name, values in data["metrics"].items()
             },
+            # Files written before class weights existed trained without them.
+            class_weights=list(data.get("class_weights", [None] * len(data["epochs"]))),
         )

@@ -1,4 +1,4 @@
-"""Figures of a classifier: the training curves of both stages, and a grid of predictions.
+"""Figures of a classifier: training curves, predictions, confusion matrix, top losses, Grad-CAM.
 
 matplotlib is an optional extra (``pip install "transferkit[plot]"``), imported on first
 use. Figures are drawn on matplotlib's Agg canvas straight into image files: no window, no
@@ -15,12 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from transferkit import _grad_cam, _validation
 from transferkit.classifier import TransferClassifier
 from transferkit.data import list_images, load_images
 from transferkit.errors import DataError, InvalidArgumentError, MissingDependencyError
 from transferkit.history import TrainingHistory
+from transferkit.interpret import Interpretation
+from transferkit.lr_finder import LearningRateFinderResult
 
-__all__ = ["history", "predictions"]
+__all__ = ["confusion_matrix", "grad_cam", "history", "learning_rates", "predictions", "top_losses"]
 
 _RIGHT = "tab:green"
 _WRONG = "tab:red"
@@ -64,10 +67,10 @@ def history(source: TransferClassifier | TrainingHistory, path: str | os.PathLik
     epochs = [epoch + 1 for epoch in record.epochs]  # numbered from 1, as Keras prints them
     figure = new_figure(figsize=(8, 8))
     accuracy_axes, loss_axes = figure.subplots(2, 1, sharex=True)
-    for axes, metric, title in (
-        (accuracy_axes, "accuracy", "Accuracy"),
-        (loss_axes, "loss", "Loss"),
-    ):
+    # A multi-label classifier's history has macro F1 where a single-label one has accuracy.
+    multi_label = "accuracy" not in record.metrics and "macro_f1" in record.metrics
+    score = ("macro_f1", "Macro F1") if multi_label else ("accuracy", "Accuracy")
+    for axes, metric, title in ((accuracy_axes, *score), (loss_axes, "loss", "Loss")):
         for key, label in ((metric, "Training"), (f"val_{metric}", "Validation")):
             values = record.metrics.get(key)
             if values is not None and not all(math.isnan(v) for v in values):
@@ -129,6 +132,157 @@ def predictions(
     target = _target(path)
     probabilities = clf.predict(pixels)
 
+    titles, colors = [], []
+    for index in range(len(pixels)):
+        predicted = int(np.argmax(probabilities[index]))
+        title = f"{names[predicted]} ({probabilities[index, predicted]:.0%})"
+        color = "black"
+        if truth is not None:
+            title += f"\ntrue: {names[truth[index]]}"
+            color = _RIGHT if truth[index] == predicted else _WRONG
+        titles.append(title)
+        colors.append(color)
+    figure = _image_grid(new_figure, pixels, titles, colors)
+    figure.savefig(target, dpi=100)
+    return target
+
+
+def confusion_matrix(
+    interpretation: Interpretation, path: str | os.PathLike[str], *, normalize: bool = False
+) -> Path:
+    """Draws a confusion matrix: rows are true classes, columns predicted ones.
+
+    Args:
+        interpretation: an :class:`~transferkit.interpret.Interpretation`.
+        path: the image file to write; the suffix picks the format.
+        normalize: bool. Show each row as fractions of its true class (so the diagonal is
+            each class's recall) instead of counts. Defaults to False.
+
+    Returns:
+        The path written.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed.
+        InvalidArgumentError: the folder of ``path`` does not exist.
+    """
+    new_figure = _figure_maker()
+    target = _target(path)
+    counts = interpretation.confusion_matrix
+    values = counts.astype(np.float64)
+    if normalize:
+        totals = values.sum(axis=1, keepdims=True)
+        values = np.divide(values, totals, out=np.zeros_like(values), where=totals > 0)
+    names = interpretation.class_names
+    side = max(4.0, 0.6 * len(names) + 2.5)
+    figure = new_figure(figsize=(side + 1.0, side))
+    axes = figure.subplots()
+    image = axes.imshow(values, cmap="Blues", vmin=0)
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    ticks = np.arange(len(names))
+    axes.set_xticks(ticks, labels=names, rotation=45, ha="right")
+    axes.set_yticks(ticks, labels=names)
+    axes.set_xlabel("Predicted")
+    axes.set_ylabel("True")
+    axes.set_title("Confusion matrix" + (" (fraction of each true class)" if normalize else ""))
+    if len(names) <= 30:  # numbers in the cells while they still fit
+        threshold = values.max() / 2 if values.size else 0
+        for (row, column), value in np.ndenumerate(values):
+            text = f"{value:.2f}" if normalize else str(counts[row, column])
+            color = "white" if value > threshold else "black"
+            axes.text(column, row, text, ha="center", va="center", color=color, fontsize=9)
+    figure.savefig(target, dpi=100)
+    return target
+
+
+def top_losses(interpretation: Interpretation, k: int, path: str | os.PathLike[str]) -> Path:
+    """Draws the ``k`` highest-loss images, titled predicted/true/loss/probability.
+
+    Titles are red for a wrong prediction and green for a right one (still among the
+    highest losses, with a low probability).
+
+    Args:
+        interpretation: an :class:`~transferkit.interpret.Interpretation`.
+        k: int. How many images, at most :data:`~transferkit.interpret.MAX_PLOTTED`.
+        path: the image file to write; the suffix picks the format.
+
+    Returns:
+        The path written.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed.
+        InvalidArgumentError: ``k`` is not a positive int or exceeds the images kept, or
+            the folder of ``path`` does not exist.
+    """
+    new_figure = _figure_maker()
+    target = _target(path)
+    pixels = interpretation.top_loss_images(k)
+    rows = interpretation.top_losses(k)
+    titles = [
+        f"{row.predicted}/{row.label}\nloss {row.loss:.2f}, p {row.probability:.2f}" for row in rows
+    ]
+    colors = [_RIGHT if row.label == row.predicted else _WRONG for row in rows]
+    figure = _image_grid(new_figure, pixels, titles, colors)
+    figure.suptitle("Prediction/true class, loss, probability of the prediction")
+    figure.savefig(target, dpi=100)
+    return target
+
+
+def grad_cam(
+    clf: TransferClassifier,
+    images: Any,
+    path: str | os.PathLike[str],
+    class_index: int | Sequence[int] | None = None,
+    *,
+    alpha: float = 0.5,
+) -> Path:
+    """Overlays Grad-CAM heatmaps on the images, titled with the class they explain.
+
+    Args:
+        clf: the classifier.
+        images: as for :func:`transferkit.grad_cam`; every image given is drawn.
+        path: the image file to write; the suffix picks the format.
+        class_index: as for :func:`transferkit.grad_cam` (None: each predicted class).
+        alpha: float. Opacity of the heatmap, in (0, 1]. Defaults to 0.5.
+
+    Returns:
+        The path written.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed.
+        InvalidArgumentError: an argument is invalid, or the folder of ``path`` does not
+            exist.
+        DataError: there are no images.
+    """
+    new_figure = _figure_maker()
+    alpha = _validation.fraction("alpha", alpha, high_inclusive=True)
+    target = _target(path)
+    if isinstance(images, (str, os.PathLike)):
+        images = load_images(list_images(images), clf.image_size)
+    pixels = np.asarray(images)
+    if pixels.ndim == 3:
+        pixels = pixels[np.newaxis]
+    if len(pixels) == 0:
+        msg = "There are no images to plot. Received: 0 images"
+        raise DataError(msg)
+    heatmaps = _grad_cam.grad_cam(clf, pixels, class_index)
+    probabilities = clf.predict(pixels)
+    shown = np.argmax(probabilities, axis=-1) if class_index is None else class_index
+    wanted = np.broadcast_to(np.asarray(shown), (len(pixels),))
+    names = clf.class_names or [str(i) for i in range(clf.num_classes)]
+    titles = [f"{names[int(c)]} ({probabilities[i, int(c)]:.0%})" for i, c in enumerate(wanted)]
+    figure = _image_grid(new_figure, pixels, titles, ["black"] * len(pixels), heatmaps, alpha)
+    figure.savefig(target, dpi=100)
+    return target
+
+
+def _image_grid(
+    new_figure: Callable[..., Any],
+    pixels: np.ndarray,
+    titles: Sequence[str],
+    colors: Sequence[str],
+    overlays: np.ndarray | None = None,
+    alpha: float = 0.5,
+) -> Any:
     columns = math.ceil(math.sqrt(len(pixels)))
     rows = math.ceil(len(pixels) / columns)
     figure = new_figure(figsize=(2.6 * columns, 2.9 * rows))
@@ -138,13 +292,44 @@ def predictions(
         if index >= len(pixels):
             continue
         axes.imshow(np.clip(pixels[index], 0, 255).astype(np.uint8))
-        predicted = int(np.argmax(probabilities[index]))
-        title = f"{names[predicted]} ({probabilities[index, predicted]:.0%})"
-        color = "black"
-        if truth is not None:
-            title += f"\ntrue: {names[truth[index]]}"
-            color = _RIGHT if truth[index] == predicted else _WRONG
-        axes.set_title(title, color=color, fontsize=10)
+        if overlays is not None:
+            axes.imshow(overlays[index], cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0)
+        axes.set_title(titles[index], color=colors[index], fontsize=10)
+    return figure
+
+
+def learning_rates(result: LearningRateFinderResult, path: str | os.PathLike[str]) -> Path:
+    """Plots a learning-rate sweep: smoothed loss against learning rate, with the suggestion.
+
+    Args:
+        result: what :meth:`~transferkit.TransferClassifier.find_learning_rate` returned.
+        path: the image file to write; the suffix picks the format.
+
+    Returns:
+        The path written.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed.
+        InvalidArgumentError: the folder of ``path`` does not exist.
+    """
+    new_figure = _figure_maker()
+    target = _target(path)
+    figure = new_figure(figsize=(7, 4.5))
+    axes = figure.subplots()
+    axes.plot(result.learning_rates, result.losses, label="Smoothed training loss")
+    axes.axvline(
+        result.suggestion, color="tab:red", linestyle="--",
+        label=f"Suggestion: {result.suggestion:.2g}",
+    )  # fmt: skip
+    axes.set_xscale("log")
+    axes.set_xlabel("Learning rate")
+    axes.set_ylabel("Loss")
+    title = "Learning-rate sweep" + (
+        " (stopped: the loss diverged)" if result.stopped_early else ""
+    )
+    axes.set_title(title)
+    axes.legend(loc="best")
+    axes.grid(alpha=0.3, which="both")
     figure.savefig(target, dpi=100)
     return target
 
