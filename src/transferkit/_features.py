@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit._inputs import epoch_order
 from transferkit.errors import DataError
 
 __all__ = [
@@ -230,9 +231,7 @@ class CachedSplit:
         def shuffled(epoch: tf.Tensor) -> tf.data.Dataset:
             # A stateless shuffle: a shuffle op inside flat_map under a global seed repeats
             # the same order every epoch.
-            order = tf.random.experimental.stateless_shuffle(
-                tf.range(count, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
-            )
+            order = epoch_order(count, seed, epoch)
             return rows(epoch % len(self.views), order, self.batch_size)
 
         if epochs is None:

@@ -20,8 +20,11 @@ from transferkit.errors import DataError, ImageShapeError, TransferkitWarning
 __all__ = [
     "Images",
     "LabeledData",
+    "TrainingData",
     "as_image_input",
     "as_labeled_dataset",
+    "as_training_data",
+    "epoch_order",
     "naming_undecodable_files",
 ]
 
@@ -136,13 +139,135 @@ def _dataset_images_spec(dataset: tf.data.Dataset) -> tf.TensorSpec:
     return spec[0] if isinstance(spec, tuple) else spec
 
 
+def epoch_order(count: int, seed: int, epoch: tf.Tensor) -> tf.Tensor:
+    """The order of ``count`` rows in global epoch ``epoch``: a shuffle by ``(seed, epoch)``.
+
+    Stateless, so the order changes from epoch to epoch, is the same in two runs with the
+    same seed, and a resumed run's epoch ``e`` sees the order an uninterrupted one did. (A
+    shuffle op under a global seed depends on how many iterations its dataset object made.)
+    """
+    seed_pair = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), seed_pair)
+
+
+class TrainingData:
+    """Training data, and the order its epochs come in.
+
+    Arrays are reshuffled every epoch by :func:`epoch_order`; a dataset keeps the order it
+    has (each epoch is one pass over it, however it orders itself).
+
+    Args:
+        data: a batched, prefetched dataset of ``(images, labels)``, or validated arrays.
+        batch_size: the batch size for arrays.
+    """
+
+    def __init__(
+        self, data: tf.data.Dataset | tuple[np.ndarray, np.ndarray], batch_size: int
+    ) -> None:
+        self._dataset = data if isinstance(data, tf.data.Dataset) else None
+        self._arrays = None
+        if not isinstance(data, tf.data.Dataset):
+            # One tensor copy of the arrays, read by both pipelines below.
+            self._arrays = (tf.convert_to_tensor(data[0]), tf.convert_to_tensor(data[1]))
+        self.batch_size = batch_size
+
+    def in_order(self) -> tf.data.Dataset:
+        """One pass over the data: arrays in their order, a dataset as it comes."""
+        if self._arrays is None:
+            return self._dataset
+        count = int(self._arrays[1].shape[0])
+        return self._gathered(tf.data.Dataset.range(count).batch(self.batch_size))
+
+    def epochs(
+        self, *, seed: int, first_epoch: int, epochs: int
+    ) -> tuple[tf.data.Dataset, int | None]:
+        """The dataset to train ``epochs`` epochs from global epoch ``first_epoch`` on.
+
+        Returns:
+            The dataset and the ``steps_per_epoch`` to give ``fit`` (None for a dataset,
+            which is iterated once per epoch). Arrays come as one dataset holding every
+            epoch, shuffled by ``(seed, epoch)``, which Keras reads on across epochs when
+            it is given ``steps_per_epoch``.
+        """
+        if self._arrays is None:
+            return self._dataset, None
+        count, batch_size = int(self._arrays[1].shape[0]), self.batch_size
+
+        def batches(epoch: tf.Tensor) -> tf.data.Dataset:
+            return tf.data.Dataset.from_tensor_slices(epoch_order(count, seed, epoch)).batch(
+                batch_size
+            )
+
+        indices = tf.data.Dataset.range(first_epoch, first_epoch + epochs).flat_map(batches)
+        return self._gathered(indices), -(-count // batch_size)
+
+    def _gathered(self, indices: tf.data.Dataset) -> tf.data.Dataset:
+        assert self._arrays is not None
+        images, labels = self._arrays
+        batches = indices.map(lambda rows: (tf.gather(images, rows), tf.gather(labels, rows)))
+        return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def as_training_data(
+    data: tf.data.Dataset | tuple[Any, Any],
+    *,
+    image_size: tuple[int, int],
+    num_classes: int,
+    batch_size: int,
+    name: str = "data",
+    multi_label: bool = False,
+) -> TrainingData:
+    """Validates labeled training data (see :func:`as_labeled_dataset`).
+
+    Raises:
+        DataError: the data is none of the accepted kinds, or labels are malformed.
+        ImageShapeError: images have the wrong shape.
+    """
+    if isinstance(data, tf.data.Dataset):
+        dataset = as_labeled_dataset(
+            data,
+            image_size=image_size,
+            num_classes=num_classes,
+            batch_size=batch_size,
+            name=name,
+            multi_label=multi_label,
+        )
+        return TrainingData(dataset, batch_size)
+    arrays = _labeled_arrays(data, image_size, num_classes, name, multi_label)
+    return TrainingData(arrays, batch_size)
+
+
+def _labeled_arrays(
+    data: object, image_size: tuple[int, int], num_classes: int, name: str, multi_label: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        images = _array_images(data[0], image_size)
+        if multi_label:
+            check_multi_hot(np.asarray(data[1]), num_classes, name)
+            labels = np.asarray(data[1], np.float32)
+            if len(labels) != len(images):
+                msg = f"{name} has {len(images)} images but {len(labels)} rows of targets."
+                raise DataError(msg)
+        else:
+            labels = _array_labels(data[1], len(images), num_classes)
+        if len(images) == 0:
+            msg = f"{name} holds no images. Received: {name} with 0 images"
+            raise DataError(msg)
+        return images, labels
+    msg = (
+        f"{name} must be a tf.data.Dataset of (images, labels) batches, an (x, y) pair of "
+        f"arrays or the path of a folder of class subfolders. Received: {type(data).__name__}"
+    )
+    raise DataError(msg)
+
+
 def as_labeled_dataset(
     data: LabeledData,
     *,
     image_size: tuple[int, int],
     num_classes: int,
     batch_size: int,
-    shuffle: bool,
+    shuffle: bool = False,
     name: str = "data",
     multi_label: bool = False,
 ) -> tf.data.Dataset:
@@ -153,7 +278,8 @@ def as_labeled_dataset(
         image_size: the ``(height, width)`` the model takes.
         num_classes: the number of classes, to check array labels.
         batch_size: the batch size for arrays and unbatched datasets.
-        shuffle: shuffle arrays every epoch (datasets keep the order they have).
+        shuffle: reshuffle arrays every iteration, in no reproducible order (datasets keep
+            the order they have); training stages use :class:`TrainingData` instead.
         name: what to call the argument in messages.
         multi_label: whether labels are multi-hot rows of ``num_classes`` (float32).
 
@@ -174,28 +300,11 @@ def as_labeled_dataset(
         _check_target_kind(data.element_spec[1], num_classes, multi_label, name)
         _check_image_shape(tuple(_dataset_images_spec(data).shape), image_size)
         return _keep_file_paths(data, data.prefetch(tf.data.AUTOTUNE))
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        images = _array_images(data[0], image_size)
-        if multi_label:
-            check_multi_hot(np.asarray(data[1]), num_classes, name)
-            labels = np.asarray(data[1], np.float32)
-            if len(labels) != len(images):
-                msg = f"{name} has {len(images)} images but {len(labels)} rows of targets."
-                raise DataError(msg)
-        else:
-            labels = _array_labels(data[1], len(images), num_classes)
-        if len(images) == 0:
-            msg = f"{name} holds no images. Received: {name} with 0 images"
-            raise DataError(msg)
-        dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-        if shuffle:
-            dataset = dataset.shuffle(len(images), reshuffle_each_iteration=True)
-        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    msg = (
-        f"{name} must be a tf.data.Dataset of (images, labels) batches, an (x, y) pair of "
-        f"arrays or the path of a folder of class subfolders. Received: {type(data).__name__}"
-    )
-    raise DataError(msg)
+    images, labels = _labeled_arrays(data, image_size, num_classes, name, multi_label)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    if shuffle:
+        dataset = dataset.shuffle(len(images), reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def _keep_file_paths(source: Any, dataset: tf.data.Dataset) -> tf.data.Dataset:

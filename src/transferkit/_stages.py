@@ -45,6 +45,7 @@ __all__ = [
     "labeled_data",
     "loss",
     "run",
+    "training_data",
 ]
 
 Verbose = Literal["auto"] | int
@@ -248,17 +249,17 @@ def run(
         cache: feature caching for the head stage; None trains the full model.
     """
     _training.check_strategy_can_train(clf.strategy)
-    train = labeled_data(clf, data, options.batch_size, shuffle=True, name="data")
+    training = training_data(clf, data, options.batch_size)
+    train = training.in_order()  # one pass; fit gets every epoch in its order below
     validation = None
     if validation_data is not None:
-        validation = labeled_data(
-            clf, validation_data, options.batch_size, shuffle=False, name="validation_data"
-        )
+        validation = labeled_data(clf, validation_data, options.batch_size, name="validation_data")
     # A dict of weights is checked now; "balanced" needs the labels, read once below.
     weights = _resolve_class_weights(clf, options.class_weight, None)
     optimizer = _optimizer(clf, options, default_optimizer, default_rate, train)
     safe = _safe_run(clf, stage, optimizer, validation, options, cache)
     if safe.run is not None and safe.run.finished:
+        safe.restore_random_state(clf.model)  # as the finished run left it, for what follows
         return clf.history
     start = clf.history.next_epoch  # after the epochs a resumed run already trained
     epochs = options.epochs - safe.completed
@@ -271,12 +272,17 @@ def run(
             # compile() again at every stage: a change of `trainable` only counts after it.
             compile_model(clf, optimizer, jit_compile=options.jit_compile, class_weights=weights)
             described = _record_class_weights(clf, safe, weights)
+            epoch_data, steps = training.epochs(
+                seed=safe.shuffle_seed, first_epoch=start, epochs=epochs
+            )
+            safe.restore_random_state(clf.model)
             keras_history = clf.model.fit(
-                train,
+                epoch_data,
                 validation_data=validation,
                 initial_epoch=start,
                 epochs=start + epochs,
-                shuffle=False,  # arrays were shuffled in the pipeline; datasets keep their order
+                steps_per_epoch=steps,
+                shuffle=False,  # arrays are shuffled in the pipeline; datasets keep their order
                 callbacks=callbacks,
                 verbose=options.verbose,
             )
@@ -308,6 +314,8 @@ def run(
                         class_weights=weights,
                     )
                 described = _record_class_weights(clf, safe, weights)
+                # Only now: caching augmented the images from the state the run started with.
+                safe.restore_random_state(clf.model)
                 keras_history = cached.fit(
                     clf.model,
                     initial_epoch=start,
@@ -372,10 +380,14 @@ def labeled_data(
     data: _inputs.LabeledData,
     batch_size: int,
     *,
-    shuffle: bool,
+    shuffle: bool = False,
     name: str,
 ) -> tf.data.Dataset:
-    """Any accepted kind of labeled data as a dataset of ``(images, labels)`` batches."""
+    """Any accepted kind of labeled data as a dataset of ``(images, labels)`` batches.
+
+    ``shuffle`` reshuffles arrays every iteration, in no reproducible order; training
+    stages use :func:`training_data` instead.
+    """
     if isinstance(data, (str, os.PathLike)):
         data = _from_folder(clf, data, batch_size, name)
     _check_class_names(clf, getattr(data, "class_names", None), name)
@@ -386,6 +398,22 @@ def labeled_data(
         batch_size=batch_size,
         shuffle=shuffle,
         name=name,
+        multi_label=clf.multi_label,
+    )
+
+
+def training_data(
+    clf: TransferClassifier, data: _inputs.LabeledData, batch_size: int
+) -> _inputs.TrainingData:
+    """Training data: arrays reshuffled every epoch, datasets (and folders) as they come."""
+    if isinstance(data, (str, os.PathLike)):
+        data = _from_folder(clf, data, batch_size, "data")
+    _check_class_names(clf, getattr(data, "class_names", None), "data")
+    return _inputs.as_training_data(
+        data,
+        image_size=clf.image_size,
+        num_classes=clf.num_classes,
+        batch_size=batch_size,
         multi_label=clf.multi_label,
     )
 

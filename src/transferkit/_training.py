@@ -14,7 +14,9 @@ A checkpoint directory holds one folder per run (one ``fit_head`` or ``fine_tune
 named for its stage and first global epoch: ``head-from-epoch-0``,
 ``fine_tune-from-epoch-10``. After every epoch the folder gets the model's weights with the
 optimizer's state (``epoch-00003.weights.h5``), then ``state.json``: the classifier's
-history, the run's settings and the early-stopping state. ``state.json`` is replaced
+history, the run's settings, the early-stopping state and the random state (the shuffling
+seed, and the state of every ``keras.random.SeedGenerator`` in the model: those of dropout and
+augmentation, which ``save_weights`` leaves out). ``state.json`` is replaced
 atomically and names only weight files written before it, so a run killed at any moment
 leaves a consistent checkpoint. A finished run keeps its final weights, so running the same
 calls again replays it without training.
@@ -249,6 +251,13 @@ class Checkpoint(keras.callbacks.Callback):  # type: ignore[misc]  # keras is un
 # ---------------------------------------------------------------------- checkpoints
 
 
+def _random_states(model: keras.Model) -> list[keras.Variable]:
+    # Keras' `variables` are its `weights` plus the state of every SeedGenerator (dropout
+    # masks, augmentations), in an order fixed by how the model was built.
+    weights = {id(weight) for weight in model.weights}
+    return [variable for variable in model.variables if id(variable) not in weights]
+
+
 def _weights_name(epoch: int) -> str:
     return f"epoch-{epoch:05d}.weights.h5"
 
@@ -321,6 +330,28 @@ class Run:
                 stopper.best_weights = model.get_weights()
         model.load_weights(self.folder / self.state["weights"])
 
+    def restore_random_state(self, model: keras.Model) -> None:
+        """Puts the model's random state (dropout, augmentation) back as last saved.
+
+        Raises:
+            InvalidArgumentError: the model has other random layers than the saved one.
+        """
+        if self.state is None or "random_states" not in self.state:
+            return
+        saved = self.state["random_states"]
+        variables = _random_states(model)
+        if len(saved) != len(variables):
+            msg = (
+                f"The checkpoint in {os.fspath(self.folder)!r} holds the state of "
+                f"{len(saved)} random generators, but the model has {len(variables)}: it was "
+                "built with other augmentation or dropout layers. Build the classifier as "
+                "the interrupted run did, or use a new checkpoint_dir. "
+                f"Received: a model with {len(variables)} random generators"
+            )
+            raise InvalidArgumentError(msg)
+        for variable, value in zip(variables, saved, strict=True):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
+
     def save(
         self,
         model: keras.Model,
@@ -347,6 +378,7 @@ class Run:
             "early_stopping": None if stopper is None else stopper.state(),
             "history": history.to_dict(),
             "shuffle_seed": self.shuffle_seed,
+            "random_states": [np.asarray(v).tolist() for v in _random_states(model)],
         }
         _write_atomically(self.folder / _STATE_FILE, json.dumps(self.state, indent=1))
         for stale in self.folder.glob("*.weights.h5"):
@@ -446,13 +478,13 @@ class SafeRun:
         self.run = run
         self.checkpoint = None if run is None else Checkpoint(run, stage, self.guard, self.stopper)
         # Drawn from NumPy's global generator, so keras.utils.set_random_seed fixes it; a
-        # resumed run uses the seed its first part drew.
+        # resumed run uses the seed its first part drew. Drawn either way, so that the calls
+        # after a resumed (or replayed) one draw what they drew in an uninterrupted script.
+        self.shuffle_seed = int(np.random.randint(0, 2**31 - 1))
         if run is not None and run.shuffle_seed is not None:
             self.shuffle_seed = run.shuffle_seed
-        else:
-            self.shuffle_seed = int(np.random.randint(0, 2**31 - 1))
-            if run is not None:
-                run.shuffle_seed = self.shuffle_seed
+        elif run is not None:
+            run.shuffle_seed = self.shuffle_seed
 
     @property
     def completed(self) -> int:
@@ -463,6 +495,15 @@ class SafeRun:
         """Loads the run's checkpoint, if any, into the model and early stopping."""
         if self.run is not None:
             self.run.restore(model, self.stopper)
+
+    def restore_random_state(self, model: keras.Model) -> None:
+        """Puts the model's random state back as the checkpoint left it, if there is one.
+
+        Separate from :meth:`restore_checkpoint`: caching features augments the images with
+        the state the run started with, so it is restored after caching, just before fit.
+        """
+        if self.run is not None:
+            self.run.restore_random_state(model)
 
     @property
     def callbacks(self) -> list[keras.callbacks.Callback]:
