@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import keras
 import numpy as np
@@ -696,6 +696,17 @@ def _extensions() -> str:
     return ", ".join(IMAGE_EXTENSIONS)
 
 
-# At the end: _csv_data imports the names above.
-from transferkit._csv_data import from_csv as from_csv  # noqa: E402
-from transferkit._csv_data import from_dataframe as from_dataframe  # noqa: E402
+# from_csv and from_dataframe live in _csv_data, which imports this module: they are looked up
+# on first use, so either module can be imported first.
+if TYPE_CHECKING:
+    from transferkit._csv_data import from_csv as from_csv
+    from transferkit._csv_data import from_dataframe as from_dataframe
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("from_csv", "from_dataframe"):
+        from transferkit import _csv_data
+
+        return getattr(_csv_data, name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
