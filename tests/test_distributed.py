@@ -148,8 +148,9 @@ result["replicas_in_sync"] = all(
     all(np.array_equal(local.numpy(), locals_[0].numpy()) for local in locals_)
     for locals_ in (strategy.experimental_local_results(v.value) for v in clf.model.weights)
 )
-result["history_epochs"] = clf.history.epochs
-result["history_stages"] = clf.history.stages
+# Copies: the discriminative fine-tuning below appends to the history.
+result["history_epochs"] = list(clf.history.epochs)
+result["history_stages"] = list(clf.history.stages)
 
 # Inference, persistence, export.
 expected = single.predict(images)
