@@ -39,7 +39,7 @@ import tensorflow as tf
 
 from transferkit import _class_weights, _inputs, _stages, _validation, lr_finder, schedules
 from transferkit._class_weights import ClassWeight
-from transferkit._stages import Verbose
+from transferkit._stage_options import CacheOptions, StageOptions, Verbose
 from transferkit.data import from_directory
 from transferkit.errors import DataError, InvalidArgumentError
 from transferkit.history import Stage
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from transferkit.classifier import TransferClassifier
     from transferkit.history import TrainingHistory
 
-__all__ = ["FitMethods", "fit"]
+__all__ = ["FitMethods"]
 
 #: Optimizer steps the head trains for, at most (early stopping may end it sooner).
 HEAD_STEPS = 150
@@ -220,8 +220,8 @@ def _stage_options(
     verbose: Verbose,
     checkpoint_dir: str | os.PathLike[str] | None,
     class_weight: ClassWeight,
-) -> _stages.StageOptions:
-    return _stages.StageOptions.create(
+) -> StageOptions:
+    return StageOptions.create(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
@@ -239,124 +239,6 @@ def _stage_options(
 
 def _count(history: TrainingHistory, stage: str) -> int:
     return sum(1 for s in history.stages if s == stage)
-
-
-def fit(
-    clf: TransferClassifier,
-    data: _inputs.LabeledData,
-    *,
-    validation_data: _inputs.LabeledData | None = None,
-    epochs: int | None = None,
-    validation_split: float = 0.2,
-    learning_rate: float | None = None,
-    batch_size: int = 32,
-    callbacks: Sequence[keras.callbacks.Callback] | None = None,
-    verbose: Verbose = "auto",
-    seed: int = 0,
-    checkpoint_dir: str | os.PathLike[str] | None = None,
-    class_weight: ClassWeight = None,
-) -> TrainingHistory:
-    """Runs the head stage and the fine-tuning stage by the module's rules.
-
-    See :meth:`transferkit.TransferClassifier.fit` for the arguments.
-    """
-    if epochs is not None:
-        epochs = _validation.positive_int("epochs", epochs)
-    fraction = _validation.fraction("validation_split", validation_split)
-    if learning_rate is not None:
-        learning_rate = _validation.positive_float("learning_rate", learning_rate)
-    batch_size = _validation.positive_int("batch_size", batch_size)
-    seed = _validation.non_negative_int("seed", seed)
-    _validation.choice("verbose", verbose, ("auto", 0, 1, 2))
-    class_weight = _class_weights.check(class_weight)
-    if clf.multi_label and validation_data is None:
-        # The held-out split is stratified by class, which multi-hot targets do not have.
-        msg = (
-            "fit() on a multi-label classifier needs validation_data (its own split is "
-            "stratified by class); split the table with from_csv(..., validation_split=0.2). "
-            "Received: validation_data=None"
-        )
-        raise InvalidArgumentError(msg)
-
-    train, validation = _split(clf, data, validation_data, fraction, seed, batch_size, verbose)
-    steps = schedules.steps_per_epoch(train)
-    options = functools.partial(
-        _stage_options,
-        batch_size=batch_size,
-        callbacks=callbacks,
-        verbose=verbose,
-        checkpoint_dir=checkpoint_dir,
-        class_weight=class_weight,
-    )
-
-    head_rate, why = _head_rate(clf, train, learning_rate, checkpoint_dir)
-    _decide(clf, verbose, "head_learning_rate", head_rate, why)
-    head_epochs = stage_epochs(HEAD_STEPS, steps, MAX_HEAD_EPOCHS)
-    _decide(
-        clf,
-        verbose,
-        "head_epochs",
-        head_epochs,
-        f"about {HEAD_STEPS} steps of {steps} per epoch, cosine, "
-        f"early stopping after {patience(head_epochs)} without a lower validation loss",
-    )
-    clf.freeze()
-    clf._head_learning_rate = head_rate
-    _stages.run(
-        clf,
-        "head",
-        train,
-        validation,
-        options(epochs=head_epochs, learning_rate=head_rate),
-        default_optimizer=keras.optimizers.Adam,
-        default_rate=head_rate,
-        cache=_stages.CacheOptions.create(
-            cache_features=True, augmented_views=1, feature_memory_limit=1 << 30
-        ),
-    )
-    _decide(clf, verbose, "head_epochs_run", _count(clf.history, "head"), "best epoch restored")
-
-    clf.unfreeze(None)
-    _decide(clf, verbose, "unfreeze_from", 0, "the whole backbone, BatchNormalization frozen")
-    tune_epochs = epochs or stage_epochs(FINE_TUNE_STEPS, steps, MAX_FINE_TUNE_EPOCHS)
-    _decide(
-        clf,
-        verbose,
-        "fine_tune_epochs",
-        tune_epochs,
-        "given"
-        if epochs
-        else f"about {FINE_TUNE_STEPS} steps of {steps} per epoch, cosine, "
-        f"early stopping after {patience(tune_epochs)} without a lower validation loss",
-    )
-    high = head_rate * FINE_TUNE_RATE_FACTOR
-    rates = (high / DISCRIMINATIVE_SPREAD, high)
-    # One rate for all needs no optimizer per block.
-    tune_rate: float | tuple[float, float] = high if DISCRIMINATIVE_SPREAD == 1 else rates
-    _decide(
-        clf,
-        verbose,
-        "fine_tune_learning_rate",
-        list(rates),
-        f"Adam; lowest block to head; the head's rate x {FINE_TUNE_RATE_FACTOR:g}",
-    )
-    _stages.run(
-        clf,
-        "fine_tune",
-        train,
-        validation,
-        options(epochs=tune_epochs, learning_rate=tune_rate),
-        default_optimizer=keras.optimizers.Adam,
-        default_rate=high,
-    )
-    _decide(
-        clf,
-        verbose,
-        "fine_tune_epochs_run",
-        _count(clf.history, "fine_tune"),
-        "best epoch restored",
-    )
-    return clf.history
 
 
 class FitMethods:
@@ -423,20 +305,105 @@ class FitMethods:
             InvalidArgumentError: a multi-label classifier without ``validation_data``.
             TrainingDivergedError: as for :meth:`fit_head`.
         """
-        return fit(
-            self,
-            data,
-            validation_data=validation_data,
-            epochs=epochs,
-            validation_split=validation_split,
-            learning_rate=learning_rate,
+        if epochs is not None:
+            epochs = _validation.positive_int("epochs", epochs)
+        fraction = _validation.fraction("validation_split", validation_split)
+        if learning_rate is not None:
+            learning_rate = _validation.positive_float("learning_rate", learning_rate)
+        batch_size = _validation.positive_int("batch_size", batch_size)
+        seed = _validation.non_negative_int("seed", seed)
+        _validation.choice("verbose", verbose, ("auto", 0, 1, 2))
+        class_weight = _class_weights.check(class_weight)
+        if self.multi_label and validation_data is None:
+            # The held-out split is stratified by class, which multi-hot targets do not have.
+            msg = (
+                "fit() on a multi-label classifier needs validation_data (its own split is "
+                "stratified by class); split the table with from_csv(..., validation_split=0.2). "
+                "Received: validation_data=None"
+            )
+            raise InvalidArgumentError(msg)
+
+        train, validation = _split(self, data, validation_data, fraction, seed, batch_size, verbose)
+        steps = schedules.steps_per_epoch(train)
+        options = functools.partial(
+            _stage_options,
             batch_size=batch_size,
             callbacks=callbacks,
             verbose=verbose,
-            seed=seed,
             checkpoint_dir=checkpoint_dir,
             class_weight=class_weight,
         )
+
+        head_rate, why = _head_rate(self, train, learning_rate, checkpoint_dir)
+        _decide(self, verbose, "head_learning_rate", head_rate, why)
+        head_epochs = stage_epochs(HEAD_STEPS, steps, MAX_HEAD_EPOCHS)
+        _decide(
+            self,
+            verbose,
+            "head_epochs",
+            head_epochs,
+            f"about {HEAD_STEPS} steps of {steps} per epoch, cosine, "
+            f"early stopping after {patience(head_epochs)} without a lower validation loss",
+        )
+        self.freeze()
+        self._head_learning_rate = head_rate
+        _stages.run(
+            self,
+            "head",
+            train,
+            validation,
+            options(epochs=head_epochs, learning_rate=head_rate),
+            default_optimizer=keras.optimizers.Adam,
+            default_rate=head_rate,
+            cache=CacheOptions.create(
+                cache_features=True, augmented_views=1, feature_memory_limit=1 << 30
+            ),
+        )
+        _decide(
+            self, verbose, "head_epochs_run", _count(self.history, "head"), "best epoch restored"
+        )
+
+        self.unfreeze(None)
+        _decide(self, verbose, "unfreeze_from", 0, "the whole backbone, BatchNormalization frozen")
+        tune_epochs = epochs or stage_epochs(FINE_TUNE_STEPS, steps, MAX_FINE_TUNE_EPOCHS)
+        _decide(
+            self,
+            verbose,
+            "fine_tune_epochs",
+            tune_epochs,
+            "given"
+            if epochs
+            else f"about {FINE_TUNE_STEPS} steps of {steps} per epoch, cosine, "
+            f"early stopping after {patience(tune_epochs)} without a lower validation loss",
+        )
+        high = head_rate * FINE_TUNE_RATE_FACTOR
+        rates = (high / DISCRIMINATIVE_SPREAD, high)
+        # One rate for all needs no optimizer per block.
+        tune_rate: float | tuple[float, float] = high if DISCRIMINATIVE_SPREAD == 1 else rates
+        _decide(
+            self,
+            verbose,
+            "fine_tune_learning_rate",
+            list(rates),
+            f"Adam; lowest block to head; the head's rate x {FINE_TUNE_RATE_FACTOR:g}",
+        )
+        _stages.run(
+            self,
+            "fine_tune",
+            train,
+            validation,
+            options(epochs=tune_epochs, learning_rate=tune_rate),
+            default_optimizer=keras.optimizers.Adam,
+            default_rate=high,
+        )
+        _decide(
+            self,
+            verbose,
+            "fine_tune_epochs_run",
+            _count(self.history, "fine_tune"),
+            "best epoch restored",
+        )
+        return self.history
 
     def find_learning_rate(  # type: ignore[misc]  # self: a mixin's subclass
         self: TransferClassifier,
@@ -479,12 +446,4 @@ class FitMethods:
             NotUnfrozenError: ``stage="fine_tune"`` with the whole backbone frozen.
             InvalidArgumentError: an argument is invalid.
         """
-        return lr_finder.sweep_classifier(
-            self,
-            data,
-            stage=stage,
-            min_lr=min_lr,
-            max_lr=max_lr,
-            steps=steps,
-            batch_size=batch_size,
-        )
+        return lr_finder.sweep_stage(self, data, stage, (min_lr, max_lr, steps, batch_size))

@@ -26,7 +26,7 @@ from transferkit import (
 )
 from transferkit import interpret as _interpret
 from transferkit._multi_label import ThresholdMetric
-from transferkit._stages import Verbose
+from transferkit._stage_options import Verbose
 from transferkit.errors import InvalidArgumentError
 from transferkit.export import ExportFormat, Quantization, export_classifier
 

@@ -38,7 +38,7 @@ from transferkit._class_weights import ClassWeight
 from transferkit._config import ClassifierConfig, DtypePolicy
 from transferkit._inference import Inference
 from transferkit._registry import get_backbone
-from transferkit._stages import JitCompile, Verbose
+from transferkit._stage_options import CacheOptions, JitCompile, StageOptions, Verbose
 from transferkit.augmentation import Augmentation, build_augmentation
 from transferkit.backbone import Backbone, ImageSize, Weights
 from transferkit.errors import InvalidArgumentError, NotUnfrozenError, TransferkitWarning
@@ -378,20 +378,13 @@ class TransferClassifier(Inference, _fit.FitMethods):
             InvalidArgumentError: an argument is invalid, or ``checkpoint_dir`` holds a run
                 made with other settings.
         """
-        options = _stages.StageOptions.create(
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            optimizer=optimizer,
-            callbacks=callbacks,
-            verbose=verbose,
-            jit_compile=jit_compile,
-            early_stopping=early_stopping,
-            checkpoint_dir=checkpoint_dir,
-            schedule=schedule,
-            class_weight=class_weight,
-        )
-        cache = _stages.CacheOptions.create(
+        options = StageOptions.create(
+            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+            optimizer=optimizer, schedule=schedule, class_weight=class_weight,
+            callbacks=callbacks, verbose=verbose, jit_compile=jit_compile,
+            early_stopping=early_stopping, checkpoint_dir=checkpoint_dir,
+        )  # fmt: skip
+        cache = CacheOptions.create(
             cache_features=cache_features,
             augmented_views=augmented_views,
             feature_memory_limit=feature_memory_limit,
@@ -477,21 +470,13 @@ class TransferClassifier(Inference, _fit.FitMethods):
                 "mobilenet_v2 (the recipe), or from_layer=None for the whole backbone."
             )
             raise NotUnfrozenError(msg)
-        options = _stages.StageOptions.create(
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            optimizer=optimizer,
-            callbacks=callbacks,
-            verbose=verbose,
-            jit_compile=jit_compile,
-            early_stopping=early_stopping,
-            checkpoint_dir=checkpoint_dir,
-            schedule=schedule,
-            layer_decay=layer_decay,
-            by_block=True,
-            class_weight=class_weight,
-        )
+        options = StageOptions.create(
+            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+            optimizer=optimizer, schedule=schedule, class_weight=class_weight,
+            layer_decay=layer_decay, by_block=True,  # discriminative rates: fine-tuning only
+            callbacks=callbacks, verbose=verbose, jit_compile=jit_compile,
+            early_stopping=early_stopping, checkpoint_dir=checkpoint_dir,
+        )  # fmt: skip
         if "head" not in self.history.stages:
             warnings.warn(
                 "fine_tune() before fit_head(): the head is still random, and its gradients "
