@@ -691,7 +691,7 @@ class TransferClassifier:
                     inputs,
                     batch_size=batch_size,
                     count=views,
-                    binary=self.is_binary,
+                    head=self._probabilities,
                     distributed=self._strategy is not None,
                 )
             logits = self.model.predict(inputs, batch_size=batch_size, verbose=verbose)
@@ -778,8 +778,8 @@ class TransferClassifier:
             data: as for :meth:`fit_head`.
             batch_size: int. Batch size for arrays. Defaults to 32.
             verbose: Keras' progress output. Defaults to 0 (silent).
-            tta: bool or int. Test-time augmentation, as for :meth:`predict`: the loss and
-                accuracy of the averaged probabilities. Defaults to False.
+            tta: bool or int. Test-time augmentation, as for :meth:`predict`: the same
+                numbers, of the averaged probabilities. Defaults to False.
 
         Returns:
             ``{"loss": ..., "accuracy": ...}``; for a multi-label classifier
@@ -792,8 +792,7 @@ class TransferClassifier:
         """
         batch_size = _validation.positive_int("batch_size", batch_size)
         if self._tta_views(tta) > 1:
-            result = self.interpret(data, batch_size=batch_size, tta=tta)
-            return {"loss": result.loss, "accuracy": result.accuracy}
+            return self.interpret(data, batch_size=batch_size, tta=tta).scores()
         _training.check_strategy_can_train(self._strategy)
         dataset = _stages.labeled_data(self, data, batch_size, shuffle=False, name="data")
         if not self.model.compiled or isinstance(
@@ -807,11 +806,12 @@ class TransferClassifier:
 
     def interpret(
         self, data: _inputs.LabeledData, *, batch_size: int = 32, tta: bool | int = False
-    ) -> _interpret.Interpretation:
+    ) -> _interpret.Interpretation | _interpret.MultiLabelInterpretation:
         """Where the classifier is wrong on labeled data: confusion matrix, report, top losses.
 
         One prediction pass over the data, batch by batch; see
-        :func:`transferkit.interpret.interpret`.
+        :func:`transferkit.interpret.interpret`. A multi-label classifier gets per-class
+        reports and 2x2 confusion counts at its :attr:`thresholds`.
 
         Args:
             data: as for :meth:`evaluate`.
@@ -820,7 +820,8 @@ class TransferClassifier:
                 Defaults to False.
 
         Returns:
-            An :class:`~transferkit.interpret.Interpretation`.
+            An :class:`~transferkit.interpret.Interpretation`; for a multi-label classifier
+            a :class:`~transferkit.interpret.MultiLabelInterpretation`.
         """
         return _interpret.interpret(self, data, batch_size=batch_size, tta=tta)
 
@@ -876,15 +877,7 @@ class TransferClassifier:
         return export_classifier(self, path, format=format, quantize=quantize)
 
     def _tta_views(self, tta: object) -> int:
-        views = _tta.view_count(tta)
-        if views > 1 and self.multi_label:
-            # Averaged views are defined on class distributions; per-label ones are not done.
-            msg = (
-                "Test-time augmentation is not available for multi-label classifiers yet; "
-                f"predict without it. Received: tta={tta!r}"
-            )
-            raise InvalidArgumentError(msg)
-        return views
+        return _tta.view_count(tta)
 
     def __repr__(self) -> str:
         state = "frozen" if self._unfrozen_from is None else f"unfrozen from {self._unfrozen_from}"
