@@ -698,23 +698,25 @@ class TransferClassifier:
         return np.asarray(keras.ops.convert_to_numpy(self._probabilities(logits)), np.float32)
 
     def predict_labels(
-        self, images: _inputs.Images, *, batch_size: int = 32
+        self, images: _inputs.Images, *, batch_size: int = 32, tta: bool | int = False
     ) -> list[str] | list[int] | list[list[str]] | list[list[int]]:
         """The most probable class of each image; for multi-label, every class above threshold.
 
         Args:
             images: as for :meth:`predict`.
             batch_size: int. Batch size for arrays. Defaults to 32.
+            tta: bool or int. Test-time augmentation, as for :meth:`predict`.
+                Defaults to False.
 
         Returns:
             Class names when the classifier has them, class indices otherwise; for a
             multi-label classifier, a list of them per image: the classes whose probability
             reaches their :attr:`thresholds`, in class order (possibly none).
         """
+        probabilities = self.predict(images, batch_size=batch_size, tta=tta)
         if self._thresholds is not None:
-            probabilities = self.predict(images, batch_size=batch_size)
             return _multi_label.labels_above(probabilities, self._thresholds, self.class_names)
-        indices = [int(i) for i in np.argmax(self.predict(images, batch_size=batch_size), -1)]
+        indices = [int(i) for i in np.argmax(probabilities, -1)]
         names = self.class_names
         return indices if names is None else [names[i] for i in indices]
 
