@@ -17,7 +17,7 @@ from sklearn.metrics import classification_report, multilabel_confusion_matrix
 import transferkit as tk
 from conftest import TINY_BACKBONE
 from images import write_composed_images
-from transferkit import data
+from transferkit import _fit, data
 from transferkit._cli import main
 from transferkit.errors import DataError, InvalidArgumentError
 from transferkit.interpret import MultiLabelInterpretation, MultiLabelTopLoss
@@ -219,3 +219,25 @@ def test_cli_evaluate_report_of_a_multi_label_model(tagged, tmp_path, capsys) ->
     for name in ("confusion_matrices.png", "top_losses.png"):
         with Image.open(out / name) as image:
             assert image.format == "PNG"
+
+
+# ---------------------------------------------------------------------- fit() without validation
+
+
+def test_fit_holds_out_a_stratified_multi_label_split(tagged) -> None:
+    clf = tk.TransferClassifier(
+        TINY_BACKBONE, class_names=NAMES, image_size=(16, 32), weights=None, multi_label=True
+    )
+    targets = tagged.targets.astype(np.float32)
+
+    # fit()'s own split (its training is fit's tests' business: too slow to repeat here)
+    train, validation = _fit._split(clf, (tagged.images, targets), None, 0.2, 0, 8, 0)
+
+    held = np.concatenate([np.asarray(y) for _, y in validation])
+    kept = np.concatenate([np.asarray(y) for _, y in train])
+    assert len(held) + len(kept) == 24
+    assert 4 <= len(held) <= 6
+    assert (kept.sum(axis=0) > 0).all()
+    decision = next(d for d in clf.history.decisions if d["name"] == "validation")
+    assert decision["value"] == f"{len(held)} of 24 images"
+    assert "iteratively stratified" in decision["reason"]

@@ -542,7 +542,8 @@ class TransferClassifier:
         """The whole job in one call: head, unfreeze, fine-tune, with measured defaults.
 
         1. Without ``validation_data``, holds out ``validation_split`` of each class
-           (seeded; a folder with a ``validation/`` folder uses it).
+           (seeded; a folder with a ``validation/`` folder uses it; multi-hot labels are
+           split by iterative stratification, keeping every label in training).
         2. Trains the head with Adam at the :meth:`find_learning_rate` suggestion, a
            cosine schedule and about 150 optimizer steps, stopping early on the
            validation loss and keeping the best epoch.
@@ -578,7 +579,6 @@ class TransferClassifier:
 
         Raises:
             DataError: a class has too few images to hold one out for validation.
-            InvalidArgumentError: a multi-label classifier without ``validation_data``.
             TrainingDivergedError: as for :meth:`fit_head`.
         """
         return _fit.fit(
