@@ -19,14 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from transferkit import _graph, _inputs, _tta, _validation
+from transferkit import _graph, _inputs, _interpret_shared, _tta, _validation
 from transferkit._interpret_multi_label import (
     MultiLabelInterpretation,
     MultiLabelTopLoss,
     interpret_multi_label,
 )
 from transferkit._interpret_shared import (
-    MAX_PLOTTED,
     InterpretationBase,
     TopImages,
     class_rows,
@@ -51,6 +50,8 @@ __all__ = [
     "interpret",
 ]
 
+#: How many of the highest-loss images an interpretation keeps for plotting.
+MAX_PLOTTED = _interpret_shared.MAX_PLOTTED
 _AVERAGES = ("macro avg", "weighted avg")
 
 

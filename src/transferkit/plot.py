@@ -257,7 +257,8 @@ def top_losses(
 
     Titles are red for a wrong prediction and green for a right one (still among the
     highest losses, with a low probability). A multi-label interpretation's titles give
-    the predicted and the true classes, and the loss.
+    the predicted classes, then the true ones and the loss; red unless the two sets are
+    equal.
 
     Args:
         interpretation: an :class:`~transferkit.interpret.Interpretation` or a
@@ -279,12 +280,12 @@ def top_losses(
     if isinstance(interpretation, MultiLabelInterpretation):
         found = interpretation.top_losses(k)
         titles = [
-            f"{', '.join(row.predicted) or '-'}\n{', '.join(row.labels) or '-'}, "
-            f"loss {row.loss:.2f}"
+            f"{', '.join(row.predicted) or '(none)'}\ntrue: {', '.join(row.labels) or '(none)'}"
+            f", loss {row.loss:.2f}"
             for row in found
         ]
         colors = [_RIGHT if row.labels == row.predicted else _WRONG for row in found]
-        heading = "Predicted / true classes, loss"
+        heading = "Predicted classes; true classes, loss"
     else:
         rows = interpretation.top_losses(k)
         titles = [
