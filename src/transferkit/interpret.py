@@ -65,7 +65,7 @@ class TopLoss:
         label: its true class name.
         predicted: the predicted class name.
         probability: the probability of the predicted class.
-        path: its image file when the data was a folder, else None.
+        path: its image file when the data was a folder or a CSV table, else None.
     """
 
     index: int
