@@ -147,6 +147,7 @@ def build_params() -> list[Any]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", build_params())
 def test_built_in_builds_headless_with_its_feature_channels_and_parameters(name: str) -> None:
     spec = tk.get_backbone(name)
@@ -272,6 +273,7 @@ print(json.dumps({"same": same, "shape": list(built.output_shape),
 """
 
 
+@pytest.mark.slow
 def test_keras_loads_the_224_weights_at_another_size_with_our_warning_only(tmp_path) -> None:
     (tmp_path / "models").mkdir()
     result = subprocess.run(

@@ -118,6 +118,7 @@ def test_custom_augmentation_layers_are_used() -> None:
 # ------------------------------------------------------------------ training
 
 
+@pytest.mark.slow
 def test_two_stage_training_beats_chance_and_records_one_history(trained) -> None:
     clf, train = trained
     metrics = clf.evaluate(train)
@@ -129,6 +130,7 @@ def test_two_stage_training_beats_chance_and_records_one_history(trained) -> Non
     assert len(clf.history.metrics["val_accuracy"]) == 10
 
 
+@pytest.mark.slow
 def test_multiclass_training_beats_chance() -> None:
     train = separable_images(90, size=SIZE, num_classes=3, seed=2)
     clf = tiny(num_classes=3)
@@ -136,6 +138,7 @@ def test_multiclass_training_beats_chance() -> None:
     assert clf.evaluate(train)["accuracy"] >= 0.8
 
 
+@pytest.mark.slow
 def test_datasets_train_like_arrays() -> None:
     x, y = separable_images(32, size=SIZE)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
@@ -144,6 +147,7 @@ def test_datasets_train_like_arrays() -> None:
     assert set(clf.history.metrics) == {"loss", "accuracy", "val_loss", "val_accuracy"}
 
 
+@pytest.mark.slow
 def test_stages_default_to_the_recipes_optimizers() -> None:
     data = separable_images(16, size=SIZE)
     clf = tiny()
@@ -156,6 +160,7 @@ def test_stages_default_to_the_recipes_optimizers() -> None:
     assert float(clf.model.optimizer.learning_rate) == pytest.approx(1e-5)
 
 
+@pytest.mark.slow
 def test_fine_tune_rate_defaults_to_a_tenth_of_the_head_rate() -> None:
     data = separable_images(16, size=SIZE)
     clf = tiny()
@@ -333,6 +338,7 @@ def test_saved_file_loads_in_plain_keras_with_safe_mode_and_has_no_lambda(traine
     np.testing.assert_array_equal(model.predict(x, verbose=0), clf.model.predict(x, verbose=0))
 
 
+@pytest.mark.slow
 def test_a_file_loads_where_its_backbone_is_not_registered(trained, tmp_path: Path) -> None:
     # A fresh process has no tiny_bn (tests/conftest.py registers it): the file carries it all.
     clf, (x, _) = trained
@@ -369,6 +375,7 @@ def test_numpy_integers_are_accepted_wherever_an_int_is() -> None:
     assert clf.predict(x, batch_size=np.uint16(3)).shape == (8, 3)
 
 
+@pytest.mark.slow
 def test_a_loaded_classifier_keeps_training(trained, tmp_path: Path) -> None:
     clf, train = trained
     loaded = tk.load_classifier(clf.save(tmp_path / "model.keras"))

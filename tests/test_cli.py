@@ -81,6 +81,7 @@ def tiny_model(tmp_path_factory) -> SimpleNamespace:
 # ---------------------------------------------------------------------- the installed script
 
 
+@pytest.mark.slow
 def test_train_writes_a_model_that_loads_with_the_folder_classes(trained):
     assert trained.result.returncode == 0, trained.result.stderr[-3000:]
 
@@ -113,6 +114,7 @@ def test_train_writes_the_history_plot_next_to_the_model(trained):
     assert f"history plot {plot_path}" in trained.result.stdout
 
 
+@pytest.mark.slow
 def test_predict_json_gives_probabilities_summing_to_one_best_first(trained):
     folder = trained.folder / "validation" / "cat"
     single = trained.folder / "train" / "dog" / "dog0.png"
@@ -132,6 +134,7 @@ def test_predict_json_gives_probabilities_summing_to_one_best_first(trained):
         assert prediction["class_name"] == prediction["predictions"][0]["class_name"]
 
 
+@pytest.mark.slow
 def test_evaluate_prints_accuracy_and_loss(trained):
     result = run_script("evaluate", trained.model, trained.folder / "validation")
     printed = dict(zip(*[iter(result.stdout.split())] * 2, strict=True))
@@ -144,6 +147,7 @@ def test_evaluate_prints_accuracy_and_loss(trained):
     assert float(printed["loss"]) > 0
 
 
+@pytest.mark.slow
 def test_an_error_is_one_line_on_stderr_and_exit_status_1(tmp_path):
     result = run_script("predict", tmp_path / "model.keras", tmp_path / "missing.png")
 
@@ -155,6 +159,7 @@ def test_an_error_is_one_line_on_stderr_and_exit_status_1(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_command_prints_no_tensorflow_start_up_logging(tmp_path):
     # TF_CPP_MIN_LOG_LEVEL unset, as users run it: only transferkit's own line on stderr.
     result = run_script("backbones", "nothing*", log_level=None)
@@ -165,6 +170,7 @@ def test_a_command_prints_no_tensorflow_start_up_logging(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_train_offline_with_imagenet_weights_is_one_error_line(tmp_path):
     folder = write_class_folders(tmp_path / "data", {"a": 2, "b": 2})
     model = tmp_path / "m.keras"
@@ -281,6 +287,7 @@ def test_every_subcommand_has_help(capsys, command):
     assert capsys.readouterr().out.startswith(f"usage: transferkit {command}")
 
 
+@pytest.mark.slow
 def test_train_with_zero_fine_tune_epochs_skips_stage_two(tiny_model):
     clf = tk.load_classifier(tiny_model.model)
 
@@ -473,6 +480,7 @@ def test_predict_prints_the_probabilities_the_library_computes(tiny_model, capsy
 # ---------------------------------------------------------------------- fit() and lr-find
 
 
+@pytest.mark.slow
 def test_train_without_recipe_runs_fit_and_prints_its_decisions(tmp_path, capsys):
     folder = write_class_folders(tmp_path / "data", {"blue": 5, "green": 5, "red": 5})
     model = tmp_path / "fit.keras"
@@ -493,6 +501,7 @@ def test_train_without_recipe_runs_fit_and_prints_its_decisions(tmp_path, capsys
     assert len(printed) == len(clf.history.decisions)
 
 
+@pytest.mark.slow
 def test_lr_find_prints_the_suggestion_and_draws_the_sweep(tmp_path, capsys):
     folder = write_class_folders(tmp_path / "data", {"a": 4, "b": 4})
     plot = tmp_path / "lr.png"

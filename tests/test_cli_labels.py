@@ -30,6 +30,7 @@ def tags(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(table=table, photos=root / "photos", model=model)
 
 
+@pytest.mark.slow
 def test_train_on_a_csv_table_makes_a_weighted_multi_label_model(tags):
     clf = tk.load_classifier(tags.model)
 

@@ -35,6 +35,7 @@ def _png_size(path) -> tuple[int, int]:
         return image.size
 
 
+@pytest.mark.slow
 def test_evaluate_report_writes_the_json_the_figures_and_prints_the_table(
     saved, tmp_path, capsys
 ) -> None:
@@ -58,6 +59,7 @@ def test_evaluate_report_writes_the_json_the_figures_and_prints_the_table(
     assert _png_size(out / "top_losses.png")[0] > 200
 
 
+@pytest.mark.slow
 def test_evaluate_tta_averages_the_mirror_image(saved, capsys) -> None:
     status = main(["evaluate", str(saved.model), str(saved.folder), "--tta", "2"])
     assert status == 0
@@ -76,6 +78,7 @@ def test_predict_grad_cam_writes_the_overlay(saved, tmp_path, capsys) -> None:
     assert _png_size(target)[0] > 100
 
 
+@pytest.mark.slow
 def test_predict_json_with_grad_cam_keeps_stdout_json(saved, tmp_path, capsys) -> None:
     image = next((saved.folder / "blue").iterdir())
     args = ["predict", str(saved.model), str(image), "--json", "--tta", "2"]

@@ -450,6 +450,7 @@ def _classifier(**kwargs):
     return tk.TransferClassifier(TINY_BACKBONE, image_size=32, weights=None, **kwargs)
 
 
+@pytest.mark.slow
 def test_fit_head_and_evaluate_accept_a_folder_path(tmp_path):
     write_class_folders(tmp_path, {"cat": 6, "dog": 6})
     clf = _classifier(class_names=["cat", "dog"])

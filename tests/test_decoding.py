@@ -212,6 +212,7 @@ def tiny_classifier() -> tk.TransferClassifier:
     return tk.TransferClassifier(TINY_BACKBONE, class_names=["a", "b"], image_size=16, weights=None)
 
 
+@pytest.mark.slow
 def test_a_file_damaged_mid_training_stops_it_naming_the_file_and_the_run_resumes(tmp_path):
     folder = write_class_folders(tmp_path / "data", {"a": 4, "b": 4}, size=16)
     victim = folder / "b" / "b1.png"

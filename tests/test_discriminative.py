@@ -169,6 +169,7 @@ def test_one_adam_step_moves_each_group_by_its_own_rate() -> None:
         np.testing.assert_allclose(np.abs(b - a)[large], rate, rtol=1e-2, err_msg=variable.path)
 
 
+@pytest.mark.slow
 def test_every_groups_rate_and_state_survive_saving(tmp_path: Path) -> None:
     clf, groups = _unfrozen_tiny()
     optimizer = discriminative_optimizer(groups, RATES, keras.optimizers.Adam)

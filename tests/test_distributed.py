@@ -208,6 +208,7 @@ def mirrored(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return last_json_line(completed.stdout)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_runs_on_two_logical_cpu_devices(mirrored: dict[str, Any]) -> None:
     assert mirrored["replicas"] == 2
 
@@ -367,6 +368,7 @@ def workers() -> list[dict[str, Any]]:
     return results
 
 
+@pytest.mark.slow
 def test_two_workers_form_one_cluster(workers: list[dict[str, Any]]) -> None:
     assert [result["replicas"] for result in workers] == [2, 2]
 

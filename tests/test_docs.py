@@ -52,6 +52,7 @@ def _load(path: Path) -> ModuleType:
 # ---------------------------------------------------------------------------- page snippets
 
 
+@pytest.mark.slow
 def test_every_runnable_snippet_in_the_pages_passes(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "sphinx", "-q", "-b", "doctest", str(DOCS), str(tmp_path)],
@@ -94,6 +95,7 @@ def docstring_examples() -> tuple[dict[str, list[int]], str]:
     return json.loads(summary), "\n".join(failures)
 
 
+@pytest.mark.slow
 def test_docstring_examples_pass(docstring_examples: tuple[dict[str, list[int]], str]) -> None:
     results, failure_report = docstring_examples
     failed = {name: counts for name, counts in results.items() if counts[1]}
@@ -154,6 +156,7 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return site
 
 
+@pytest.mark.slow
 def test_plugin_example_declares_its_entry_point(plugin_site: Path) -> None:
     (dist_info,) = plugin_site.glob("transferkit_tiny_convnet-*.dist-info")
     entry_points = (dist_info / "entry_points.txt").read_text()
@@ -161,6 +164,7 @@ def test_plugin_example_declares_its_entry_point(plugin_site: Path) -> None:
     assert "tiny_convnet = transferkit_tiny_convnet:tiny_convnet" in entry_points
 
 
+@pytest.mark.slow
 def test_installed_plugin_example_is_listed_built_trained_and_reloaded(
     plugin_site: Path, tmp_path: Path
 ) -> None:

@@ -83,6 +83,7 @@ def uninterrupted() -> tuple[tk.TransferClassifier, list[np.ndarray]]:
     return script(start, None), start.backbone.get_weights()
 
 
+@pytest.mark.slow
 def test_the_backbone_really_learns(
     uninterrupted: tuple[tk.TransferClassifier, list[np.ndarray]],
 ) -> None:
@@ -95,6 +96,7 @@ def test_the_backbone_really_learns(
     assert moved > 1e-2
 
 
+@pytest.mark.slow
 def test_two_uninterrupted_runs_are_identical(
     uninterrupted: tuple[tk.TransferClassifier, list[np.ndarray]],
 ) -> None:
@@ -102,6 +104,7 @@ def test_two_uninterrupted_runs_are_identical(
     assert_identical(script(build(), None).model.get_weights(), clf.model.get_weights())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("killed_at", [2, 3])
 def test_fine_tuning_killed_mid_run_resumes_exactly(
     tmp_path: Path, uninterrupted: tuple[tk.TransferClassifier, list[np.ndarray]], killed_at: int
@@ -117,6 +120,7 @@ def test_fine_tuning_killed_mid_run_resumes_exactly(
     assert_identical(resumed.model.get_weights(), clf.model.get_weights())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cache_features", [False, True])
 def test_head_stage_killed_mid_run_resumes_exactly(tmp_path: Path, cache_features: bool) -> None:
     reference = script(build(), None, cache_features=cache_features, fine_tune=False)
@@ -133,6 +137,7 @@ def test_head_stage_killed_mid_run_resumes_exactly(tmp_path: Path, cache_feature
     assert_identical(resumed.model.get_weights(), reference.model.get_weights())
 
 
+@pytest.mark.slow
 def test_resume_on_a_model_with_other_random_layers_is_refused(tmp_path: Path) -> None:
     # Augmentation is not a setting the checkpoint compares, but its random state must fit.
     with pytest.raises(Interrupted):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 import transferkit as tk
@@ -16,6 +17,7 @@ from offline import offline_env
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cats_dogs.py"
 
 
+@pytest.mark.slow
 def test_cats_dogs_example_trains_saves_and_plots(tmp_path):
     data_dir = write_split_folders(tmp_path / "data", {"cat": 3, "dog": 3}, {"cat": 3, "dog": 3})
     output = tmp_path / "out"
@@ -43,6 +45,7 @@ def test_cats_dogs_example_trains_saves_and_plots(tmp_path):
             image.verify()
 
 
+@pytest.mark.slow
 def test_offline_without_a_data_dir_is_one_line_saying_how_to_pass_one(tmp_path):
     result = subprocess.run(
         [sys.executable, os.fspath(EXAMPLE), "--output-dir", os.fspath(tmp_path / "out")],
@@ -58,6 +61,7 @@ def test_offline_without_a_data_dir_is_one_line_saying_how_to_pass_one(tmp_path)
     assert "pass --data-dir with a folder of train/ and validation/ class folders" in lines[0]
 
 
+@pytest.mark.slow
 def test_offline_with_imagenet_weights_is_one_line_naming_the_weights_file(tmp_path):
     data_dir = write_split_folders(tmp_path / "data", {"cat": 3, "dog": 3}, {"cat": 3, "dog": 3})
 

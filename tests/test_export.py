@@ -83,6 +83,7 @@ def interpret(path: Path, images: np.ndarray) -> np.ndarray:
     return runner(images=images)["probabilities"]
 
 
+@pytest.mark.slow
 def test_saved_model_signature_takes_uint8_images_and_returns_probabilities(
     saved_model: Path,
 ) -> None:
@@ -104,6 +105,7 @@ def test_saved_model_matches_predict_for_two_classes(
     )
 
 
+@pytest.mark.slow
 def test_saved_model_matches_predict_for_several_classes(
     multiclass: tk.TransferClassifier, multiclass_saved_model: Path, images: np.ndarray
 ) -> None:
@@ -119,6 +121,7 @@ def test_saved_model_output_is_deterministic(saved_model: Path, images: np.ndarr
     np.testing.assert_array_equal(first, second)
 
 
+@pytest.mark.slow
 def test_tflite_matches_predict(
     binary: tk.TransferClassifier, tflite: Path, images: np.ndarray
 ) -> None:
@@ -127,6 +130,7 @@ def test_tflite_matches_predict(
     )
 
 
+@pytest.mark.slow
 def test_dynamic_range_tflite_matches_predict_within_its_bound(
     binary: tk.TransferClassifier, quantized_tflite: Path, images: np.ndarray
 ) -> None:
@@ -193,6 +197,7 @@ tiny_bn = tk.Backbone("tiny_bn", _never_built, "tf", 32, 16, "test", min_image_s
 """
 
 
+@pytest.mark.slow
 def test_cli_export_writes_a_saved_model_that_matches_predict(
     binary: tk.TransferClassifier, tmp_path: Path, images: np.ndarray
 ) -> None:

@@ -52,6 +52,7 @@ def fit_quickly(clf: tk.TransferClassifier, **kwargs: object) -> tk.TrainingHist
 # ---------------------------------------------------------------------- exactness
 
 
+@pytest.mark.slow
 def test_cached_features_equal_the_models_own_pooled_features() -> None:
     clf = classifier()
     x, y = separable_images(48)
@@ -62,6 +63,7 @@ def test_cached_features_equal_the_models_own_pooled_features() -> None:
         np.testing.assert_array_equal(cached.train.targets[0], y)
 
 
+@pytest.mark.slow
 def test_full_model_after_cached_fit_head_equals_head_applied_to_features() -> None:
     clf = classifier()
     fit_quickly(clf)
@@ -71,6 +73,7 @@ def test_full_model_after_cached_fit_head_equals_head_applied_to_features() -> N
     np.testing.assert_allclose(full_logits, np.asarray(head_logits), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cached_validation_metrics_equal_evaluating_the_full_model() -> None:
     clf = classifier()
     history = fit_quickly(clf)
@@ -194,6 +197,7 @@ def test_each_epoch_reads_every_row_of_the_next_view_in_turn() -> None:
         np.testing.assert_allclose(features[:, 0], epoch % 3 + labels / 100, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cached_fit_head_with_augmented_views_learns_separable_data() -> None:
     clf = classifier(augmentation="default")
     history = fit_quickly(clf, epochs=4, learning_rate=0.1, augmented_views=3)
@@ -241,6 +245,7 @@ def test_disk_cache_holds_the_same_features_as_the_memory_cache() -> None:
         np.testing.assert_array_equal(on_disk.train.views[0], expected)
 
 
+@pytest.mark.slow
 def test_disk_cache_trains_the_head_like_the_memory_cache() -> None:
     results = []
     for limit in (_features.DEFAULT_MEMORY_LIMIT, 0):
@@ -276,6 +281,7 @@ def test_invalid_fit_head_options_raise_naming_the_value(option: str, value: obj
         fit_quickly(classifier(), **{option: value})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("policy", "compute_dtype"), [("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16")]
 )
@@ -319,6 +325,7 @@ def test_cached_head_epochs_are_reshuffled_and_seeded_runs_repeat() -> None:
     assert orders(seed=2) != first
 
 
+@pytest.mark.slow
 def test_seeded_cached_head_training_repeats_bit_for_bit() -> None:
     def trained() -> list[np.ndarray]:
         keras.utils.set_random_seed(11)

@@ -85,6 +85,7 @@ def fitted() -> tuple[tk.TransferClassifier, float]:
     return clf, before
 
 
+@pytest.mark.slow
 def test_fit_runs_the_head_then_fine_tunes_the_whole_backbone(
     fitted: tuple[tk.TransferClassifier, float],
 ) -> None:
@@ -143,6 +144,7 @@ def test_fit_decisions_are_saved_with_the_classifier(
     assert loaded.history.decisions == clf.history.decisions
 
 
+@pytest.mark.slow
 def test_fit_prints_one_line_per_decision(capsys: pytest.CaptureFixture[str]) -> None:
     images, labels = separable_images(24, num_classes=3, seed=2)
     clf = build()
@@ -186,6 +188,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tk.TransferClassi
     return fit_run(tmp_path_factory.mktemp("uninterrupted"))
 
 
+@pytest.mark.slow
 def test_fit_resumed_mid_fine_tune_ends_as_an_uninterrupted_run(
     uninterrupted: tk.TransferClassifier, tmp_path: Path
 ) -> None:

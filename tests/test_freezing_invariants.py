@@ -123,6 +123,7 @@ def run_sequence(
 TINY_LAYER_COUNT = len(tiny_bn_backbone(input_shape=(TINY_SIZE, TINY_SIZE, 3)).layers)
 
 
+@pytest.mark.slow
 @given(steps=stage_sequences(TINY_LAYER_COUNT))
 def test_invariants_hold_on_a_tiny_batchnorm_backbone(steps: list[tuple]) -> None:
     data = separable_images(16, size=TINY_SIZE)
@@ -133,6 +134,7 @@ def test_invariants_hold_on_a_tiny_batchnorm_backbone(steps: list[tuple]) -> Non
     assert_predict_round_trips(clf, data[0][:4])
 
 
+@pytest.mark.slow
 @given(steps=stage_sequences(TINY_LAYER_COUNT))
 def test_invariants_hold_for_multiclass_heads_with_augmentation(steps: list[tuple]) -> None:
     data = separable_images(16, size=TINY_SIZE, num_classes=3)
@@ -177,6 +179,7 @@ def test_invariants_hold_on_mobilenet_v2(steps: list[tuple], mobilenet_weights: 
     assert_predict_round_trips(clf, data[0][:2])
 
 
+@pytest.mark.slow
 def test_the_recipe_from_layer_100_on_mobilenet_v2_keeps_invariants(
     mobilenet_weights: Path,
 ) -> None:
@@ -222,6 +225,7 @@ def transferkit_batch_norm_drift(data: tuple[np.ndarray, np.ndarray]) -> float:
     return max(float(np.abs(before[p] - after[p]).max()) for p in moving)
 
 
+@pytest.mark.slow
 def test_plain_keras_recipe_drifts_batch_norm_statistics_and_transferkit_does_not() -> None:
     data = separable_images(16, size=TINY_SIZE)
     # If this first assertion fails, Keras fixed #20285: revisit the docs' Concepts page.

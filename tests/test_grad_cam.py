@@ -172,6 +172,7 @@ def _family_params() -> list:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", _family_params())
 def test_grad_cam_works_for_every_built_in_family(family: str) -> None:
     name = FAMILY_BACKBONES[family]
@@ -208,6 +209,7 @@ def _docs_figures() -> ModuleType:
 quadrant_images = _docs_figures().quadrant_images
 
 
+@pytest.mark.slow
 def test_heatmaps_peak_in_the_quadrant_that_holds_the_class_signal() -> None:
     keras.utils.set_random_seed(0)
     x, y = quadrant_images(64, seed=0)

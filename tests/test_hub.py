@@ -139,6 +139,7 @@ def test_unknown_keras_hub_preset_names_the_close_matches() -> None:
     assert "Received: backbone='keras_hub:dinov2_smal'" in str(caught.value)
 
 
+@pytest.mark.slow
 def test_keras_hub_is_imported_only_when_needed_and_missing_it_names_the_extra(
     vit_preset, tmp_path
 ) -> None:
@@ -300,6 +301,7 @@ def test_a_vit_is_frozen_by_transformer_block(vit_preset) -> None:
     assert _freezing.resolve_layer_index(backbone, "transformer_block_2", blocks) == 2
 
 
+@pytest.mark.slow
 def test_layer_norm_trains_with_its_block_and_frozen_blocks_stay_bit_identical(
     vit_preset,
 ) -> None:
@@ -352,6 +354,7 @@ def test_keras_hub_cnn_batch_norm_stays_in_inference_mode_when_unfrozen(resnet_p
 # ---------------------------------------------------------------------- the classifier
 
 
+@pytest.mark.slow
 def test_a_keras_hub_vit_classifier_trains_cached_fine_tunes_saves_loads_and_exports(
     vit_preset, tmp_path
 ) -> None:
@@ -382,6 +385,7 @@ def test_a_keras_hub_vit_classifier_trains_cached_fine_tunes_saves_loads_and_exp
     )
 
 
+@pytest.mark.slow
 def test_a_saved_dinov2_classifier_loads_and_unfreezes_by_block_without_its_preset(
     dinov2_preset, tmp_path
 ) -> None:
@@ -460,6 +464,7 @@ def _clip() -> tuple[keras.Model, type]:
     return network, keras_hub.layers.CLIPImageConverter
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "family", "prefix_tokens"),
     [(_deit, "deit", 2), (_dinov3, "dinov3", 3), (_clip, "clip", 1)],

@@ -76,6 +76,7 @@ def test_keras_alone_runs_efficientnet_dropout_under_training_true() -> None:
     assert np.abs(trained - inferred).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_cached_and_full_head_training_agree_on_efficientnet(tmp_path) -> None:
     def trained(cache: bool) -> np.ndarray:
         keras.utils.set_random_seed(7)

@@ -130,6 +130,7 @@ def test_report_table_prints_every_class_and_the_averages() -> None:
 # ---------------------------------------------------------------- one pass over real predictions
 
 
+@pytest.mark.slow
 def test_interpret_agrees_with_predict_and_evaluate(trained) -> None:
     clf, x, y = trained
     result = interpret(clf, (x, y), batch_size=10)
@@ -142,6 +143,7 @@ def test_interpret_agrees_with_predict_and_evaluate(trained) -> None:
     assert 0 < result.accuracy < 1  # some right and some wrong, so the test means something
 
 
+@pytest.mark.slow
 def test_binary_losses_are_the_training_loss_per_example(binary) -> None:
     clf, x, y = binary
     result = interpret(clf, (x, y))

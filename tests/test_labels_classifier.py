@@ -67,6 +67,7 @@ def learned(tmp_path_factory):
 # ---------------------------------------------------------------------- multi-label
 
 
+@pytest.mark.slow
 def test_a_multi_label_classifier_learns_both_objects_of_composed_images(learned):
     clf, _, images, truth, _ = learned
 
@@ -77,6 +78,7 @@ def test_a_multi_label_classifier_learns_both_objects_of_composed_images(learned
     assert any(len(t) == 2 for t in truth)
 
 
+@pytest.mark.slow
 def test_multi_label_probabilities_are_independent_sigmoids_of_the_logits(learned):
     clf, _, images, _, _ = learned
 
@@ -205,6 +207,7 @@ def _first_loss(clf: tk.TransferClassifier, train: object, **fit: object) -> flo
     return clf.history.metrics["loss"][-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cache_features", [True, False])
 def test_balanced_class_weights_give_the_loss_computed_by_hand(cache_features):
     images, labels = _tiny_batch()
@@ -323,6 +326,7 @@ print(json.dumps(result))
 """
 
 
+@pytest.mark.slow
 def test_class_weights_under_a_mirrored_strategy_give_the_hand_computed_loss():
     tests = Path(__file__).parent
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.pathsep.join(

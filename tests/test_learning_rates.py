@@ -109,6 +109,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tk.TransferClassi
     return clf
 
 
+@pytest.mark.slow
 def test_resumed_discriminative_one_cycle_ends_as_the_uninterrupted_run(
     uninterrupted: tk.TransferClassifier, tmp_path: Path
 ) -> None:
@@ -139,6 +140,7 @@ def test_a_checkpoint_made_with_another_schedule_is_refused(tmp_path: Path) -> N
 # ---------------------------------------------------------------------- the finder
 
 
+@pytest.mark.slow
 def test_find_learning_rate_changes_nothing_and_suggests_a_swept_rate() -> None:
     # Part-way through training: a trained head, a compiled optimizer with state, and the
     # random states of dropout and augmentation. Sweeps of both stages leave all of it as it

@@ -110,6 +110,7 @@ def test_history_into_a_missing_folder_is_an_error(tmp_path):
 # ---------------------------------------------------------------------- predictions
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("count", "size"), [(1, (260, 290)), (5, (780, 580)), (9, (780, 870))])
 def test_predictions_lays_images_out_in_a_square_grid(tmp_path, clf, count, size):
     images, _ = separable_images(count)

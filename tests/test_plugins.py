@@ -174,6 +174,7 @@ def enabled(site: Path) -> dict[str, Any]:
     return run_script(site, ENABLED_SCRIPT)
 
 
+@pytest.mark.slow
 def test_installed_plugins_are_listed(enabled: dict[str, Any]) -> None:
     assert enabled["listed"] == [
         "plug_broken",
@@ -285,6 +286,7 @@ def disabled(site: Path) -> dict[str, Any]:
     return run_script(site, DISABLED_SCRIPT, TRANSFERKIT_DISABLE_PLUGINS="1")
 
 
+@pytest.mark.slow
 def test_disable_variable_hides_installed_plugins(disabled: dict[str, Any]) -> None:
     assert disabled["listed"] == []
     assert disabled["unknown"].startswith("Unknown backbone 'plug_object'")

@@ -35,6 +35,7 @@ def test_readme_has_a_quickstart_block() -> None:
     assert "Quickstart" in [heading for heading, _ in python_blocks(README)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "code",
     [pytest.param(code, id=heading) for heading, code in python_blocks(README)],

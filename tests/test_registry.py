@@ -309,6 +309,7 @@ def test_backbone_rejects_a_default_size_below_its_minimum() -> None:
 # ---------------------------------------------------------------- invariants (fresh registries)
 
 
+@pytest.mark.slow
 @given(specs=st.lists(backbone_specs(), unique_by=lambda spec: spec.name, max_size=8))
 def test_registered_specs_round_trip_through_get_and_list(specs: list[tk.Backbone]) -> None:
     registry = BackboneRegistry(discover_plugins=False)

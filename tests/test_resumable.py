@@ -131,6 +131,7 @@ def resumed_head(
     return clf, recorder
 
 
+@pytest.mark.slow
 def test_resumed_head_stage_trains_only_the_epoch_left(
     resumed_head: tuple[tk.TransferClassifier, Recorder],
 ) -> None:
@@ -180,6 +181,7 @@ def rerun(
     return clf, head, tune
 
 
+@pytest.mark.slow
 def test_rerun_restores_the_finished_head_stage_without_training(
     rerun: tuple[tk.TransferClassifier, Recorder, Recorder],
 ) -> None:
@@ -203,6 +205,7 @@ def test_rerun_history_keeps_global_epochs_and_stages(
     assert clf.history.fine_tune_start == 2
 
 
+@pytest.mark.slow
 def test_rerun_ends_with_the_uninterrupted_weights(
     rerun: tuple[tk.TransferClassifier, Recorder, Recorder], reference: tk.TransferClassifier
 ) -> None:
@@ -210,6 +213,7 @@ def test_rerun_ends_with_the_uninterrupted_weights(
     assert_same_weights(clf.model.get_weights(), reference.model.get_weights())
 
 
+@pytest.mark.slow
 def test_fine_tuning_resumes_on_a_classifier_loaded_from_a_save(
     tmp_path: Path, reference: tk.TransferClassifier
 ) -> None:
@@ -242,12 +246,14 @@ def test_fine_tuning_resumes_on_a_classifier_loaded_from_a_save(
     assert_same_weights(loaded.model.get_weights(), reference.model.get_weights())
 
 
+@pytest.mark.slow
 def test_checkpoint_made_with_other_settings_is_refused(tmp_path: Path) -> None:
     build().fit_head(batches(seed=5), epochs=1, checkpoint_dir=tmp_path, verbose=0)
     with pytest.raises(InvalidArgumentError, match=r"other settings \(epochs: saved 1, now 2"):
         build().fit_head(batches(seed=5), epochs=2, checkpoint_dir=tmp_path, verbose=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("changed", "first", "second"),
     [
@@ -309,6 +315,7 @@ def diverged_at_once() -> dict[str, Any]:
     return {"clf": clf, "before": before, "error": caught.value}
 
 
+@pytest.mark.slow
 def test_nan_loss_raises_training_diverged(diverged_at_once: dict[str, Any]) -> None:
     message = str(diverged_at_once["error"])
     assert "loss became nan at epoch 0, batch 0" in message
@@ -325,6 +332,7 @@ def test_divergence_in_the_first_epoch_restores_the_starting_weights(
     assert clf.history.epochs == []
 
 
+@pytest.mark.slow
 def test_divergence_keeps_the_weights_from_the_end_of_the_last_finite_epoch() -> None:
     clf, recorder = build(), Recorder()
     with pytest.raises(TrainingDivergedError, match="end of epoch 1"):
@@ -378,6 +386,7 @@ def early_stopped(request: pytest.FixtureRequest) -> tuple[tk.TransferClassifier
     return clf, recorder
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_after_its_patience(
     early_stopped: tuple[tk.TransferClassifier, Recorder],
 ) -> None:
@@ -396,6 +405,7 @@ def test_early_stopping_restores_the_best_epoch_weights(
     assert_same_weights(clf.model.get_weights(), recorder.weights[best])
 
 
+@pytest.mark.slow
 def test_resumed_early_stopping_keeps_its_patience_and_best_weights(tmp_path: Path) -> None:
     uninterrupted = build()
     fit_with_early_stopping(uninterrupted, "head")

@@ -88,6 +88,7 @@ def test_optimizer_with_one_cycle_saves_and_loads_in_a_model(tmp_path: Path) -> 
     assert float(loaded.optimizer.learning_rate) == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_schedule_value_after_restoring_weights_equals_the_uninterrupted_value(
     tmp_path: Path,
 ) -> None:

@@ -60,6 +60,7 @@ def test_a_folder_to_predict_becomes_a_dataset_of_batches(folder):
     assert len(images.file_paths) == COUNT
 
 
+@pytest.mark.slow
 def test_predict_on_a_folder_of_3000_images_holds_only_a_few_batches(folder, classifier):
     probabilities, peak = peak_python_bytes(lambda: classifier.predict(folder, batch_size=50))
 
@@ -81,6 +82,7 @@ def test_predict_on_a_folder_gives_the_probabilities_of_its_images_in_order(fold
     np.testing.assert_allclose(streamed, eager, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluate_on_a_folder_of_3000_images_holds_only_a_few_batches(folder, classifier):
     results, peak = peak_python_bytes(lambda: classifier.evaluate(folder, batch_size=50))
 

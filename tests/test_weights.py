@@ -22,6 +22,7 @@ def variables_of(model: keras.Model) -> list[np.ndarray]:
     return [keras.ops.convert_to_numpy(variable) for variable in model.weights]
 
 
+@pytest.mark.slow
 def test_weights_file_round_trips_bit_identical(tmp_path: Path) -> None:
     spec = tk.get_backbone("mobilenet_v2")
     original = spec.build(32, weights=None)
@@ -102,6 +103,7 @@ def offline_imagenet_failure(tmp_path_factory: pytest.TempPathFactory) -> dict[s
     return result
 
 
+@pytest.mark.slow
 def test_failed_imagenet_download_raises_weights_unavailable(
     offline_imagenet_failure: dict[str, str],
 ) -> None:
@@ -121,6 +123,7 @@ def test_failed_imagenet_download_says_how_to_work_offline(
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5" in message
 
 
+@pytest.mark.slow
 def test_failed_imagenet_download_keeps_the_network_error_as_cause(
     offline_imagenet_failure: dict[str, str],
 ) -> None:
