@@ -237,6 +237,7 @@ def test_grad_cam_on_a_hub_vit_equals_the_cam_computed_by_hand(preset) -> None:
     expected = np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
 
     assert heatmaps.shape == (2, SIZE, SIZE)
+    assert (peak > 0).any()  # some patch speaks for the class: the comparison is not 0 == 0
     np.testing.assert_allclose(heatmaps, expected, atol=1e-5)
 
 
