@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
@@ -19,27 +18,12 @@ import pytest
 
 import transferkit as tk
 from conftest import TINY_BACKBONE, separable_images
+from interruptions import InterruptAt, Interrupted
 from transferkit.errors import InvalidArgumentError
 
 HEAD_RATE = 1e-2
 TUNE_RATE = 1e-2
 UNFREEZE_FROM = 1  # every convolution trains (BatchNormalization never does)
-
-
-class Interrupted(Exception):
-    """Stands for a crash, a kill or a preempted machine in the middle of training."""
-
-
-class InterruptAt(keras.callbacks.Callback):
-    """Raises as the given global epoch begins (the epochs before it are complete)."""
-
-    def __init__(self, epoch: int) -> None:
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if epoch == self.epoch:
-            raise Interrupted(epoch)
 
 
 def build() -> tk.TransferClassifier:

@@ -9,7 +9,6 @@ interrupted: with data in a fixed order and no dropout, both must end with the s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
@@ -18,24 +17,9 @@ import tensorflow as tf
 
 import transferkit as tk
 from conftest import TINY_BACKBONE, separable_images
+from interruptions import InterruptAt, Interrupted
 from transferkit import _fit
 from transferkit.errors import DataError, InvalidArgumentError
-
-
-class Interrupted(Exception):
-    """Stands for a crash in the middle of training."""
-
-
-class InterruptAt(keras.callbacks.Callback):
-    """Raises as the given global epoch begins."""
-
-    def __init__(self, epoch: int) -> None:
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if epoch == self.epoch:
-            raise Interrupted(epoch)
 
 
 def build(num_classes: int = 3) -> tk.TransferClassifier:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import keras
 import numpy as np
@@ -192,23 +194,18 @@ def test_grad_cam_works_for_every_built_in_family(family: str) -> None:
 # ---------------------------------------------------------------- it finds the evidence
 
 
-def quadrant_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Class 0 has a red square in the top-left quadrant, class 1 a blue one there.
+def _docs_figures() -> ModuleType:
+    """docs/_ext/interpret_figures.py, whose synthetic task the docs' pictures are made from."""
+    path = Path(__file__).resolve().parents[1] / "docs" / "_ext" / "interpret_figures.py"
+    spec = importlib.util.spec_from_file_location("_docs_interpret_figures", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    Every image also has a white square, the brightest thing in it, in the bottom-right
-    quadrant: it carries no class information, so only a map that follows what the model
-    learned, rather than the strongest activations, avoids it.
-    """
-    rng = np.random.default_rng(seed)
-    labels = np.arange(count) % 2
-    images = rng.integers(0, 80, size=(count, 32, 32, 3)).astype(np.uint8)
-    for image, label in zip(images, labels, strict=True):
-        row, column = rng.integers(0, 9, size=2)
-        image[row : row + 8, column : column + 8] = 0
-        image[row : row + 8, column : column + 8, 0 if label == 0 else 2] = 255
-        row, column = rng.integers(16, 25, size=2)
-        image[row : row + 8, column : column + 8] = 255
-    return images, labels.astype(np.int32)
+
+quadrant_images = _docs_figures().quadrant_images
 
 
 def test_heatmaps_peak_in_the_quadrant_that_holds_the_class_signal() -> None:

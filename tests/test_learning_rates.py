@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import transferkit as tk
 from conftest import TINY_BACKBONE, separable_images
+from interruptions import InterruptAt, Interrupted
 from transferkit.discriminative import group_learning_rates
 from transferkit.errors import InvalidArgumentError, NotUnfrozenError
 from transferkit.schedules import OneCycle
@@ -21,18 +22,6 @@ EPOCHS, BATCHES = 3, 4  # 32 images in batches of 8
 
 # The resume tests fine-tune a classifier whose head was never trained, on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:fine_tune\\(\\) before fit_head")
-
-
-class InterruptAt(keras.callbacks.Callback):
-    """Raises as the given global epoch begins, standing for a crash."""
-
-    def __init__(self, epoch: int) -> None:
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 def build() -> tk.TransferClassifier:
@@ -123,7 +112,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tk.TransferClassi
 def test_resumed_discriminative_one_cycle_ends_as_the_uninterrupted_run(
     uninterrupted: tk.TransferClassifier, tmp_path: Path
 ) -> None:
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted):
         script(build(), tmp_path, [InterruptAt(1)])  # the second epoch
     resumed = build()
     script(resumed, tmp_path, [])

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 import transferkit as tk
 from conftest import TINY_BACKBONE, separable_images
+from interruptions import InterruptAt, Interrupted
 from transferkit.errors import InvalidArgumentError, TrainingDivergedError
 
 HEAD_RATE = 1e-2
@@ -28,22 +29,6 @@ UNFREEZE_FROM = -4  # conv4 and its BN onwards: BN stays frozen, conv4 trains
 
 # Several tests fine-tune a classifier whose head was never trained, on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:fine_tune\\(\\) before fit_head")
-
-
-class Interrupted(Exception):
-    """Stands for a crash, a kill or a preempted machine in the middle of training."""
-
-
-class InterruptAt(keras.callbacks.Callback):
-    """Raises as the given global epoch begins (the epochs before it are complete)."""
-
-    def __init__(self, epoch: int) -> None:
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if epoch == self.epoch:
-            raise Interrupted(epoch)
 
 
 class Recorder(keras.callbacks.Callback):

@@ -40,7 +40,13 @@ def tiny_backbone(
 
 
 def quadrant_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Red (class 0) or blue (class 1) square top left, white distractor bottom right."""
+    """Class 0 has a red square in the top-left quadrant, class 1 a blue one there.
+
+    Every image also has a white square, the brightest thing in it, in the bottom-right
+    quadrant: it carries no class information, so only a map that follows what the model
+    learned, rather than the strongest activations, avoids it. tests/test_grad_cam.py
+    checks that Grad-CAM finds the class signal on these images.
+    """
     rng = np.random.default_rng(seed)
     labels = np.arange(count) % 2
     images = rng.integers(0, 80, size=(count, 32, 32, 3)).astype(np.uint8)

@@ -119,22 +119,19 @@ def from_csv(
             listed, with their line numbers).
         InvalidArgumentError: an argument has an invalid value.
     """
-    settings = _Settings.check(
-        image_size, label_delimiter, validation_split, test_split, batch_size, seed,
-        class_names, multi_label,
-    )  # fmt: skip
     table = _path("csv_path", csv_path)
-    _text("filename_column", filename_column)
-    _text("label_column", label_column)
+    settings = _Settings.check(
+        image_dir, image_size, filename_column, label_column, label_delimiter,
+        validation_split, test_split, batch_size, seed, class_names, multi_label,
+    )  # fmt: skip
     if not table.is_file():
         msg = f"No such CSV file: {os.fspath(table)!r}. Received: csv_path={os.fspath(table)!r}"
         raise DataError(msg)
-    folder = _image_folder(image_dir)
     try:
         with table.open(newline="", encoding="utf-8-sig") as file:
             reader = csv.DictReader(file)
             columns = list(reader.fieldnames or [])
-            _require_columns(columns, (filename_column, label_column), f"{table.name}")
+            _require_columns(columns, settings.columns, table.name)
             # Line numbers count the header line, as an editor shows them.
             cells = [
                 (f"line {reader.line_num}", row[filename_column], row[label_column])
@@ -144,7 +141,7 @@ def from_csv(
         shown = os.fspath(table)
         msg = f"{shown!r} is not a readable CSV file: {exc}. Received: csv_path={shown!r}"
         raise DataError(msg) from exc
-    return _build(cells, folder, settings, source=os.fspath(table))
+    return _build(cells, settings, source=os.fspath(table))
 
 
 def from_dataframe(
@@ -199,20 +196,17 @@ def from_dataframe(
         msg = f"frame must be a pandas DataFrame. Received: frame={type(frame).__name__}"
         raise InvalidArgumentError(msg)
     settings = _Settings.check(
-        image_size, label_delimiter, validation_split, test_split, batch_size, seed,
-        class_names, multi_label,
+        image_dir, image_size, filename_column, label_column, label_delimiter,
+        validation_split, test_split, batch_size, seed, class_names, multi_label,
     )  # fmt: skip
-    _text("filename_column", filename_column)
-    _text("label_column", label_column)
-    folder = _image_folder(image_dir)
-    _require_columns([str(c) for c in frame.columns], (filename_column, label_column), "frame")
+    _require_columns([str(c) for c in frame.columns], settings.columns, "frame")
     cells = [
         (f"index {index!r}", filename, labels)
         for index, filename, labels in zip(
             frame.index, frame[filename_column], frame[label_column], strict=True
         )
     ]
-    return _build(cells, folder, settings, source="frame")
+    return _build(cells, settings, source="frame")
 
 
 # ---------------------------------------------------------------------- arguments
@@ -220,7 +214,9 @@ def from_dataframe(
 
 @dataclass(frozen=True)
 class _Settings:
+    folder: Path
     size: tuple[int, int]
+    columns: tuple[str, str]  # file names, labels
     delimiter: str
     validation_split: float | None
     test_split: float | None
@@ -232,7 +228,10 @@ class _Settings:
     @classmethod
     def check(
         cls,
+        image_dir: object,
         image_size: object,
+        filename_column: object,
+        label_column: object,
         label_delimiter: object,
         validation_split: object,
         test_split: object,
@@ -242,6 +241,7 @@ class _Settings:
         multi_label: object,
     ) -> _Settings:
         size = _validation.image_size(image_size)
+        columns = (_text("filename_column", filename_column), _text("label_column", label_column))
         if not isinstance(label_delimiter, str) or not label_delimiter:
             msg = (
                 "label_delimiter must be a non-empty string. "
@@ -271,7 +271,9 @@ class _Settings:
             msg = f"multi_label must be True, False or None. Received: multi_label={multi_label!r}"
             raise InvalidArgumentError(msg)
         return cls(
+            folder=_image_folder(image_dir),
             size=size,
+            columns=columns,
             delimiter=label_delimiter,
             validation_split=validation,
             test_split=test,
@@ -289,10 +291,11 @@ def _path(name: str, value: object) -> Path:
     return Path(value)
 
 
-def _text(name: str, value: object) -> None:
+def _text(name: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         msg = f"{name} must be a non-empty string. Received: {name}={value!r}"
         raise InvalidArgumentError(msg)
+    return value
 
 
 def _image_folder(image_dir: object) -> Path:
@@ -321,7 +324,7 @@ def _require_columns(present: list[str], required: Sequence[str], source: str) -
 
 
 def _build(
-    cells: Sequence[tuple[str, object, object]], folder: Path, settings: _Settings, source: str
+    cells: Sequence[tuple[str, object, object]], settings: _Settings, source: str
 ) -> DirectoryData:
     rows = _parse(cells, settings.delimiter, source)
     names = _class_names(rows, settings.class_names, source)
@@ -330,7 +333,7 @@ def _build(
         multi = any(len(row.labels) > 1 for row in rows)
     elif not multi:
         _refuse_several_labels(rows, source)
-    files = _existing_files(rows, folder, source)
+    files = _existing_files(rows, settings.folder, source)
     check_images(files)  # the decode check folders get, before any dataset is built
     counts = _split_counts(len(rows), settings, source)
 

@@ -37,17 +37,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from transferkit import _class_weights, _inputs, _stages, _validation, schedules
+from transferkit import _class_weights, _inputs, _stages, _validation, lr_finder, schedules
 from transferkit._class_weights import ClassWeight
+from transferkit._stage_options import CacheOptions, StageOptions, Verbose
 from transferkit.data import from_directory
 from transferkit.errors import DataError, InvalidArgumentError
+from transferkit.history import Stage
 
 if TYPE_CHECKING:
-    from transferkit._stages import Verbose
     from transferkit.classifier import TransferClassifier
     from transferkit.history import TrainingHistory
 
-__all__ = ["fit"]
+__all__ = ["FitMethods"]
 
 #: Optimizer steps the head trains for, at most (early stopping may end it sooner).
 HEAD_STEPS = 150
@@ -219,8 +220,8 @@ def _stage_options(
     verbose: Verbose,
     checkpoint_dir: str | os.PathLike[str] | None,
     class_weight: ClassWeight,
-) -> _stages.StageOptions:
-    return _stages.StageOptions.create(
+) -> StageOptions:
+    return StageOptions.create(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
@@ -240,119 +241,209 @@ def _count(history: TrainingHistory, stage: str) -> int:
     return sum(1 for s in history.stages if s == stage)
 
 
-def fit(
-    clf: TransferClassifier,
-    data: _inputs.LabeledData,
-    *,
-    validation_data: _inputs.LabeledData | None = None,
-    epochs: int | None = None,
-    validation_split: float = 0.2,
-    learning_rate: float | None = None,
-    batch_size: int = 32,
-    callbacks: Sequence[keras.callbacks.Callback] | None = None,
-    verbose: Verbose = "auto",
-    seed: int = 0,
-    checkpoint_dir: str | os.PathLike[str] | None = None,
-    class_weight: ClassWeight = None,
-) -> TrainingHistory:
-    """Runs the head stage and the fine-tuning stage by the module's rules.
+class FitMethods:
+    """:meth:`fit` and :meth:`find_learning_rate` of :class:`~transferkit.TransferClassifier`.
 
-    See :meth:`transferkit.TransferClassifier.fit` for the arguments.
+    A mixin: the classifier inherits them, so that ``classifier.py`` keeps the recipe's own
+    stages and this module keeps the measured-defaults path that builds on them.
     """
-    if epochs is not None:
-        epochs = _validation.positive_int("epochs", epochs)
-    fraction = _validation.fraction("validation_split", validation_split)
-    if learning_rate is not None:
-        learning_rate = _validation.positive_float("learning_rate", learning_rate)
-    batch_size = _validation.positive_int("batch_size", batch_size)
-    seed = _validation.non_negative_int("seed", seed)
-    _validation.choice("verbose", verbose, ("auto", 0, 1, 2))
-    class_weight = _class_weights.check(class_weight)
-    if clf.multi_label and validation_data is None:
-        # The held-out split is stratified by class, which multi-hot targets do not have.
-        msg = (
-            "fit() on a multi-label classifier needs validation_data (its own split is "
-            "stratified by class); split the table with from_csv(..., validation_split=0.2). "
-            "Received: validation_data=None"
+
+    def fit(  # type: ignore[misc]  # self: a mixin's subclass
+        self: TransferClassifier,
+        data: _inputs.LabeledData,
+        *,
+        validation_data: _inputs.LabeledData | None = None,
+        epochs: int | None = None,
+        validation_split: float = 0.2,
+        learning_rate: float | None = None,
+        batch_size: int = 32,
+        callbacks: Sequence[keras.callbacks.Callback] | None = None,
+        verbose: Verbose = "auto",
+        seed: int = 0,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        class_weight: ClassWeight = None,
+    ) -> TrainingHistory:
+        """The whole job in one call: head, unfreeze, fine-tune, with measured defaults.
+
+        1. Without ``validation_data``, holds out ``validation_split`` of each class
+           (seeded; a folder with a ``validation/`` folder uses it).
+        2. Trains the head with Adam at the :meth:`find_learning_rate` suggestion, a
+           cosine schedule and about 150 optimizer steps, stopping early on the
+           validation loss and keeping the best epoch.
+        3. Unfreezes the whole backbone (BatchNormalization stays frozen).
+        4. Fine-tunes with Adam at the head's rate, a cosine schedule with warmup and
+           about 80 optimizer steps, stopping early on the validation loss and keeping
+           the best epoch.
+
+        Budgets count optimizer steps, so they scale with the data. Every decision (the
+        split, the rates, the layer, the epochs budgeted and run) is recorded in
+        ``history.decisions`` and printed, one line each, unless ``verbose=0``. See the
+        transfer-quality page of the docs for the measurements behind the defaults;
+        :meth:`fit_head` and :meth:`fine_tune` remain for the recipe's fixed settings.
+
+        Args:
+            data: as for :meth:`fit_head`.
+            validation_data: as for :meth:`fit_head`; None holds a split out of ``data``.
+            epochs: int. Fine-tuning epochs, instead of the step budget. Defaults to None.
+            validation_split: float in (0, 1). The fraction of each class held out when
+                there is no ``validation_data``. Defaults to 0.2.
+            learning_rate: float. The head's rate instead of the finder's (fine-tuning's
+                follows it). Defaults to None.
+            batch_size: int. Batch size for arrays. Defaults to 32.
+            callbacks: Keras callbacks, passed to both stages.
+            verbose: Keras' progress output, and whether decisions are printed.
+            seed: int. Seed of the validation split. Defaults to 0.
+            checkpoint_dir: as for :meth:`fit_head`: run the same ``fit`` again with the
+                same folder to resume; the finder's suggestion is kept there too.
+            class_weight: as for :meth:`fit_head`, in both stages. Defaults to None.
+
+        Returns:
+            :attr:`history`, with both stages' epochs and the decisions.
+
+        Raises:
+            DataError: a class has too few images to hold one out for validation.
+            InvalidArgumentError: a multi-label classifier without ``validation_data``.
+            TrainingDivergedError: as for :meth:`fit_head`.
+        """
+        if epochs is not None:
+            epochs = _validation.positive_int("epochs", epochs)
+        fraction = _validation.fraction("validation_split", validation_split)
+        if learning_rate is not None:
+            learning_rate = _validation.positive_float("learning_rate", learning_rate)
+        batch_size = _validation.positive_int("batch_size", batch_size)
+        seed = _validation.non_negative_int("seed", seed)
+        _validation.choice("verbose", verbose, ("auto", 0, 1, 2))
+        class_weight = _class_weights.check(class_weight)
+        if self.multi_label and validation_data is None:
+            # The held-out split is stratified by class, which multi-hot targets do not have.
+            msg = (
+                "fit() on a multi-label classifier needs validation_data (its own split is "
+                "stratified by class); split the table with from_csv(..., validation_split=0.2). "
+                "Received: validation_data=None"
+            )
+            raise InvalidArgumentError(msg)
+
+        train, validation = _split(self, data, validation_data, fraction, seed, batch_size, verbose)
+        steps = schedules.steps_per_epoch(train)
+        options = functools.partial(
+            _stage_options,
+            batch_size=batch_size,
+            callbacks=callbacks,
+            verbose=verbose,
+            checkpoint_dir=checkpoint_dir,
+            class_weight=class_weight,
         )
-        raise InvalidArgumentError(msg)
 
-    train, validation = _split(clf, data, validation_data, fraction, seed, batch_size, verbose)
-    steps = schedules.steps_per_epoch(train)
-    options = functools.partial(
-        _stage_options,
-        batch_size=batch_size,
-        callbacks=callbacks,
-        verbose=verbose,
-        checkpoint_dir=checkpoint_dir,
-        class_weight=class_weight,
-    )
+        head_rate, why = _head_rate(self, train, learning_rate, checkpoint_dir)
+        _decide(self, verbose, "head_learning_rate", head_rate, why)
+        head_epochs = stage_epochs(HEAD_STEPS, steps, MAX_HEAD_EPOCHS)
+        _decide(
+            self,
+            verbose,
+            "head_epochs",
+            head_epochs,
+            f"about {HEAD_STEPS} steps of {steps} per epoch, cosine, "
+            f"early stopping after {patience(head_epochs)} without a lower validation loss",
+        )
+        self.freeze()
+        self._head_learning_rate = head_rate
+        _stages.run(
+            self,
+            "head",
+            train,
+            validation,
+            options(epochs=head_epochs, learning_rate=head_rate),
+            default_optimizer=keras.optimizers.Adam,
+            default_rate=head_rate,
+            cache=CacheOptions.create(
+                cache_features=True, augmented_views=1, feature_memory_limit=1 << 30
+            ),
+        )
+        _decide(
+            self, verbose, "head_epochs_run", _count(self.history, "head"), "best epoch restored"
+        )
 
-    head_rate, why = _head_rate(clf, train, learning_rate, checkpoint_dir)
-    _decide(clf, verbose, "head_learning_rate", head_rate, why)
-    head_epochs = stage_epochs(HEAD_STEPS, steps, MAX_HEAD_EPOCHS)
-    _decide(
-        clf,
-        verbose,
-        "head_epochs",
-        head_epochs,
-        f"about {HEAD_STEPS} steps of {steps} per epoch, cosine, "
-        f"early stopping after {patience(head_epochs)} without a lower validation loss",
-    )
-    clf.freeze()
-    clf._head_learning_rate = head_rate
-    _stages.run(
-        clf,
-        "head",
-        train,
-        validation,
-        options(epochs=head_epochs, learning_rate=head_rate),
-        default_optimizer=keras.optimizers.Adam,
-        default_rate=head_rate,
-        cache=_stages.CacheOptions.create(
-            cache_features=True, augmented_views=1, feature_memory_limit=1 << 30
-        ),
-    )
-    _decide(clf, verbose, "head_epochs_run", _count(clf.history, "head"), "best epoch restored")
+        self.unfreeze(None)
+        _decide(self, verbose, "unfreeze_from", 0, "the whole backbone, BatchNormalization frozen")
+        tune_epochs = epochs or stage_epochs(FINE_TUNE_STEPS, steps, MAX_FINE_TUNE_EPOCHS)
+        _decide(
+            self,
+            verbose,
+            "fine_tune_epochs",
+            tune_epochs,
+            "given"
+            if epochs
+            else f"about {FINE_TUNE_STEPS} steps of {steps} per epoch, cosine, "
+            f"early stopping after {patience(tune_epochs)} without a lower validation loss",
+        )
+        high = head_rate * FINE_TUNE_RATE_FACTOR
+        rates = (high / DISCRIMINATIVE_SPREAD, high)
+        # One rate for all needs no optimizer per block.
+        tune_rate: float | tuple[float, float] = high if DISCRIMINATIVE_SPREAD == 1 else rates
+        _decide(
+            self,
+            verbose,
+            "fine_tune_learning_rate",
+            list(rates),
+            f"Adam; lowest block to head; the head's rate x {FINE_TUNE_RATE_FACTOR:g}",
+        )
+        _stages.run(
+            self,
+            "fine_tune",
+            train,
+            validation,
+            options(epochs=tune_epochs, learning_rate=tune_rate),
+            default_optimizer=keras.optimizers.Adam,
+            default_rate=high,
+        )
+        _decide(
+            self,
+            verbose,
+            "fine_tune_epochs_run",
+            _count(self.history, "fine_tune"),
+            "best epoch restored",
+        )
+        return self.history
 
-    clf.unfreeze(None)
-    _decide(clf, verbose, "unfreeze_from", 0, "the whole backbone, BatchNormalization frozen")
-    tune_epochs = epochs or stage_epochs(FINE_TUNE_STEPS, steps, MAX_FINE_TUNE_EPOCHS)
-    _decide(
-        clf,
-        verbose,
-        "fine_tune_epochs",
-        tune_epochs,
-        "given"
-        if epochs
-        else f"about {FINE_TUNE_STEPS} steps of {steps} per epoch, cosine, "
-        f"early stopping after {patience(tune_epochs)} without a lower validation loss",
-    )
-    high = head_rate * FINE_TUNE_RATE_FACTOR
-    rates = (high / DISCRIMINATIVE_SPREAD, high)
-    # One rate for all needs no optimizer per block.
-    tune_rate: float | tuple[float, float] = high if DISCRIMINATIVE_SPREAD == 1 else rates
-    _decide(
-        clf,
-        verbose,
-        "fine_tune_learning_rate",
-        list(rates),
-        f"Adam; lowest block to head; the head's rate x {FINE_TUNE_RATE_FACTOR:g}",
-    )
-    _stages.run(
-        clf,
-        "fine_tune",
-        train,
-        validation,
-        options(epochs=tune_epochs, learning_rate=tune_rate),
-        default_optimizer=keras.optimizers.Adam,
-        default_rate=high,
-    )
-    _decide(
-        clf,
-        verbose,
-        "fine_tune_epochs_run",
-        _count(clf.history, "fine_tune"),
-        "best epoch restored",
-    )
-    return clf.history
+    def find_learning_rate(  # type: ignore[misc]  # self: a mixin's subclass
+        self: TransferClassifier,
+        data: _inputs.LabeledData,
+        *,
+        stage: Stage = "head",
+        min_lr: float = 1e-7,
+        max_lr: float = 10.0,
+        steps: int = 100,
+        batch_size: int = 32,
+    ) -> lr_finder.LearningRateFinderResult:
+        """Sweeps learning rates over a few batches and suggests one (fastai's ``lr_find``).
+
+        Trains ``steps`` batches while the rate grows exponentially from ``min_lr`` to
+        ``max_lr``, stops early once the smoothed loss diverges, and suggests a rate by
+        fastai's valley rule (see :mod:`transferkit.lr_finder`). Every weight, statistic and
+        random state of the model, and the compiled optimizer's state, are left exactly as
+        they were: nothing is trained for good.
+
+        ``stage="head"`` sweeps Adam on the head as :meth:`fit_head` trains it, on cached
+        backbone features (the backbone runs once over the data, so it takes seconds).
+        ``stage="fine_tune"`` sweeps RMSprop on the full model as :meth:`fine_tune` trains
+        it, one rate for every unfrozen layer; call :meth:`unfreeze` first. With
+        discriminative rates, use the suggestion as the head's (``high``) rate.
+
+        Args:
+            data: as for :meth:`fit_head`; repeated when it has fewer than ``steps``
+                batches.
+            stage: ``"head"`` or ``"fine_tune"``. Defaults to ``"head"``.
+            min_lr: float. The first rate. Defaults to 1e-7.
+            max_lr: float. The last rate. Defaults to 10.
+            steps: int. Batches to train, at least 10. Defaults to 100.
+            batch_size: int. Batch size for arrays. Defaults to 32.
+
+        Returns:
+            A :class:`~transferkit.lr_finder.LearningRateFinderResult`: the rates tried,
+            the smoothed losses, the ``suggestion``, and ``plot(path)``.
+
+        Raises:
+            NotUnfrozenError: ``stage="fine_tune"`` with the whole backbone frozen.
+            InvalidArgumentError: an argument is invalid.
+        """
+        return lr_finder.sweep_stage(self, data, stage, (min_lr, max_lr, steps, batch_size))

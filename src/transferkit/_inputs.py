@@ -13,8 +13,9 @@ from typing import Any, Union
 import numpy as np
 import tensorflow as tf
 
+from transferkit._image_files import undecodable_files_named
 from transferkit._multi_label import check_multi_hot
-from transferkit.data import _undecodable_files_named, from_files, list_images
+from transferkit.data import from_files, list_images
 from transferkit.errors import DataError, ImageShapeError, TransferkitWarning
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
 
 #: Wrap model.fit / evaluate / predict on folder datasets with it: a file damaged in its
 #: middle then stops the run with a DataError that names it (see transferkit.data).
-naming_undecodable_files = _undecodable_files_named
+naming_undecodable_files = undecodable_files_named
 
 #: Labeled data: a ``tf.data.Dataset`` of ``(images, labels)`` batches, an ``(x, y)`` pair,
 #: or the path of a folder of class subfolders.

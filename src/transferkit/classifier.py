@@ -6,9 +6,11 @@ at a lower learning rate (:meth:`TransferClassifier.fine_tune`). The backbone al
 inference mode and its BatchNormalization layers stay frozen (see :mod:`transferkit._graph`
 and :mod:`transferkit._freezing` for why that takes more than ``training=False`` on Keras 3).
 
-The pieces live in modules of their own: the settings in :mod:`transferkit._config`, the
-graph in :mod:`transferkit._graph`, the training stages in :mod:`transferkit._stages`, saving
-and loading in :mod:`transferkit._persistence`.
+This module keeps the recipe: building, freezing, and the two stages. The class inherits
+``fit()`` and ``find_learning_rate()`` from :mod:`transferkit._fit`, and predicting,
+evaluating, interpreting, saving and exporting from :mod:`transferkit._inference`. The
+settings live in :mod:`transferkit._config`, the graph in :mod:`transferkit._graph`, the
+stage runner in :mod:`transferkit._stages`, the file format in :mod:`transferkit._persistence`.
 """
 
 from __future__ import annotations
@@ -17,15 +19,12 @@ import contextlib
 import os
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from transferkit import (
-    _class_weights,
     _features,
     _fit,
     _freezing,
@@ -34,22 +33,16 @@ from transferkit import (
     _multi_label,
     _persistence,
     _stages,
-    _training,
-    _tta,
-    _validation,
-    lr_finder,
 )
-from transferkit import interpret as _interpret
 from transferkit._class_weights import ClassWeight
 from transferkit._config import ClassifierConfig, DtypePolicy
-from transferkit._multi_label import ThresholdMetric
+from transferkit._inference import Inference
 from transferkit._registry import get_backbone
-from transferkit._stages import JitCompile, Verbose
+from transferkit._stage_options import CacheOptions, JitCompile, StageOptions, Verbose
 from transferkit.augmentation import Augmentation, build_augmentation
 from transferkit.backbone import Backbone, ImageSize, Weights
 from transferkit.errors import InvalidArgumentError, NotUnfrozenError, TransferkitWarning
-from transferkit.export import ExportFormat, Quantization, export_classifier
-from transferkit.history import Stage, TrainingHistory
+from transferkit.history import TrainingHistory
 from transferkit.pooling import Pooling
 from transferkit.schedules import Schedule
 
@@ -60,7 +53,7 @@ _HEAD_LEARNING_RATE = 1e-4
 _FINE_TUNE_RATE_FACTOR = 0.1
 
 
-class TransferClassifier:
+class TransferClassifier(Inference, _fit.FitMethods):
     """An image classifier made of a pretrained backbone and a new head.
 
     The Keras graph is the reference recipe's: raw pixels → augmentation (training only) →
@@ -174,7 +167,7 @@ class TransferClassifier:
         self._head_learning_rate = head_learning_rate
         self._unfrozen_from: int | None = None
         self._probabilities = _graph.Probabilities(self.is_binary, self.multi_label)
-        self._thresholds = (
+        self._thresholds: tuple[float, ...] | None = (
             (_multi_label.DEFAULT_THRESHOLD,) * config.num_classes if config.multi_label else None
         )
 
@@ -312,21 +305,13 @@ class TransferClassifier:
         variable changes, BatchNormalization statistics included.
 
         By default the backbone runs once, not once per epoch: the pooled features of every
-        image are computed up front (backbone in inference mode) and the head's own dropout
-        and dense layers are trained on them, for the same epochs, with the same optimizer,
-        loss, metrics and history as the full pass. Without augmentation that is exact and
-        costs one forward pass over the training and validation data instead of one per
-        epoch. With augmentation, each training image is augmented once up front and the
-        head trains on that copy every epoch; with ``augmented_views=k``, ``k`` copies are
-        computed (at most ``epochs``; each costs one more pass over the training data) and
-        epoch ``e`` trains on copy ``e % k``. Validation features are computed once,
-        unaugmented, as in the full pass. Fewer distinct augmentations than the full pass's
-        one per epoch made no difference to a head on frozen features beyond noise (see the
-        performance page for measurements); ``cache_features=False`` gives the full pass.
-        Cached features take 4 bytes per feature channel per view (5 KiB per image for
-        MobileNetV2): in memory up to ``feature_memory_limit`` bytes, then in a temporary
-        folder (``tempfile.gettempdir()``; set ``TMPDIR`` to move it) that is deleted
-        afterwards. Images are streamed batch by batch and never held all at once.
+        image are computed up front (streamed, backbone in inference mode) and the head's own
+        dropout and dense layers train on them, with the same optimizer, loss, metrics and
+        history as the full pass. Without augmentation that is exact; with augmentation each
+        training image is augmented ``augmented_views`` times up front. Features past
+        ``feature_memory_limit`` go to a temporary folder (``TMPDIR``). See
+        :doc:`/performance` for the method and its measurements; ``cache_features=False``
+        gives the recipe's full pass.
 
         Args:
             data: a ``tf.data.Dataset`` of ``(images, integer labels)`` batches, an
@@ -393,20 +378,13 @@ class TransferClassifier:
             InvalidArgumentError: an argument is invalid, or ``checkpoint_dir`` holds a run
                 made with other settings.
         """
-        options = _stages.StageOptions.create(
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            optimizer=optimizer,
-            callbacks=callbacks,
-            verbose=verbose,
-            jit_compile=jit_compile,
-            early_stopping=early_stopping,
-            checkpoint_dir=checkpoint_dir,
-            schedule=schedule,
-            class_weight=class_weight,
-        )
-        cache = _stages.CacheOptions.create(
+        options = StageOptions.create(
+            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+            optimizer=optimizer, schedule=schedule, class_weight=class_weight,
+            callbacks=callbacks, verbose=verbose, jit_compile=jit_compile,
+            early_stopping=early_stopping, checkpoint_dir=checkpoint_dir,
+        )  # fmt: skip
+        cache = CacheOptions.create(
             cache_features=cache_features,
             augmented_views=augmented_views,
             feature_memory_limit=feature_memory_limit,
@@ -492,21 +470,13 @@ class TransferClassifier:
                 "mobilenet_v2 (the recipe), or from_layer=None for the whole backbone."
             )
             raise NotUnfrozenError(msg)
-        options = _stages.StageOptions.create(
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            optimizer=optimizer,
-            callbacks=callbacks,
-            verbose=verbose,
-            jit_compile=jit_compile,
-            early_stopping=early_stopping,
-            checkpoint_dir=checkpoint_dir,
-            schedule=schedule,
-            layer_decay=layer_decay,
-            by_block=True,
-            class_weight=class_weight,
-        )
+        options = StageOptions.create(
+            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+            optimizer=optimizer, schedule=schedule, class_weight=class_weight,
+            layer_decay=layer_decay, by_block=True,  # discriminative rates: fine-tuning only
+            callbacks=callbacks, verbose=verbose, jit_compile=jit_compile,
+            early_stopping=early_stopping, checkpoint_dir=checkpoint_dir,
+        )  # fmt: skip
         if "head" not in self.history.stages:
             warnings.warn(
                 "fine_tune() before fit_head(): the head is still random, and its gradients "
@@ -523,368 +493,6 @@ class TransferClassifier:
             default_optimizer=keras.optimizers.RMSprop,
             default_rate=self._head_learning_rate * _FINE_TUNE_RATE_FACTOR,
         )
-
-    def fit(
-        self,
-        data: _inputs.LabeledData,
-        *,
-        validation_data: _inputs.LabeledData | None = None,
-        epochs: int | None = None,
-        validation_split: float = 0.2,
-        learning_rate: float | None = None,
-        batch_size: int = 32,
-        callbacks: Sequence[keras.callbacks.Callback] | None = None,
-        verbose: Verbose = "auto",
-        seed: int = 0,
-        checkpoint_dir: str | os.PathLike[str] | None = None,
-        class_weight: ClassWeight = None,
-    ) -> TrainingHistory:
-        """The whole job in one call: head, unfreeze, fine-tune, with measured defaults.
-
-        1. Without ``validation_data``, holds out ``validation_split`` of each class
-           (seeded; a folder with a ``validation/`` folder uses it).
-        2. Trains the head with Adam at the :meth:`find_learning_rate` suggestion, a
-           cosine schedule and about 150 optimizer steps, stopping early on the
-           validation loss and keeping the best epoch.
-        3. Unfreezes the whole backbone (BatchNormalization stays frozen).
-        4. Fine-tunes with Adam at the head's rate, a cosine schedule with warmup and
-           about 80 optimizer steps, stopping early on the validation loss and keeping
-           the best epoch.
-
-        Budgets count optimizer steps, so they scale with the data. Every decision (the
-        split, the rates, the layer, the epochs budgeted and run) is recorded in
-        ``history.decisions`` and printed, one line each, unless ``verbose=0``. See the
-        transfer-quality page of the docs for the measurements behind the defaults;
-        :meth:`fit_head` and :meth:`fine_tune` remain for the recipe's fixed settings.
-
-        Args:
-            data: as for :meth:`fit_head`.
-            validation_data: as for :meth:`fit_head`; None holds a split out of ``data``.
-            epochs: int. Fine-tuning epochs, instead of the step budget. Defaults to None.
-            validation_split: float in (0, 1). The fraction of each class held out when
-                there is no ``validation_data``. Defaults to 0.2.
-            learning_rate: float. The head's rate instead of the finder's (fine-tuning's
-                follows it). Defaults to None.
-            batch_size: int. Batch size for arrays. Defaults to 32.
-            callbacks: Keras callbacks, passed to both stages.
-            verbose: Keras' progress output, and whether decisions are printed.
-            seed: int. Seed of the validation split. Defaults to 0.
-            checkpoint_dir: as for :meth:`fit_head`: run the same ``fit`` again with the
-                same folder to resume; the finder's suggestion is kept there too.
-            class_weight: as for :meth:`fit_head`, in both stages. Defaults to None.
-
-        Returns:
-            :attr:`history`, with both stages' epochs and the decisions.
-
-        Raises:
-            DataError: a class has too few images to hold one out for validation.
-            InvalidArgumentError: a multi-label classifier without ``validation_data``.
-            TrainingDivergedError: as for :meth:`fit_head`.
-        """
-        return _fit.fit(
-            self,
-            data,
-            validation_data=validation_data,
-            epochs=epochs,
-            validation_split=validation_split,
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            callbacks=callbacks,
-            verbose=verbose,
-            seed=seed,
-            checkpoint_dir=checkpoint_dir,
-            class_weight=class_weight,
-        )
-
-    def find_learning_rate(
-        self,
-        data: _inputs.LabeledData,
-        *,
-        stage: Stage = "head",
-        min_lr: float = 1e-7,
-        max_lr: float = 10.0,
-        steps: int = 100,
-        batch_size: int = 32,
-    ) -> lr_finder.LearningRateFinderResult:
-        """Sweeps learning rates over a few batches and suggests one (fastai's ``lr_find``).
-
-        Trains ``steps`` batches while the rate grows exponentially from ``min_lr`` to
-        ``max_lr``, stops early once the smoothed loss diverges, and suggests a rate by
-        fastai's valley rule (see :mod:`transferkit.lr_finder`). Every weight, statistic and
-        random state of the model, and the compiled optimizer's state, are left exactly as
-        they were: nothing is trained for good.
-
-        ``stage="head"`` sweeps Adam on the head as :meth:`fit_head` trains it, on cached
-        backbone features (the backbone runs once over the data, so it takes seconds).
-        ``stage="fine_tune"`` sweeps RMSprop on the full model as :meth:`fine_tune` trains
-        it, one rate for every unfrozen layer; call :meth:`unfreeze` first. With
-        discriminative rates, use the suggestion as the head's (``high``) rate.
-
-        Args:
-            data: as for :meth:`fit_head`; repeated when it has fewer than ``steps``
-                batches.
-            stage: ``"head"`` or ``"fine_tune"``. Defaults to ``"head"``.
-            min_lr: float. The first rate. Defaults to 1e-7.
-            max_lr: float. The last rate. Defaults to 10.
-            steps: int. Batches to train, at least 10. Defaults to 100.
-            batch_size: int. Batch size for arrays. Defaults to 32.
-
-        Returns:
-            A :class:`~transferkit.lr_finder.LearningRateFinderResult`: the rates tried,
-            the smoothed losses, the ``suggestion``, and ``plot(path)``.
-
-        Raises:
-            NotUnfrozenError: ``stage="fine_tune"`` with the whole backbone frozen.
-            InvalidArgumentError: an argument is invalid.
-        """
-        return lr_finder.sweep_classifier(
-            self,
-            data,
-            stage=stage,
-            min_lr=min_lr,
-            max_lr=max_lr,
-            steps=steps,
-            batch_size=batch_size,
-        )
-
-    # ------------------------------------------------------------------ inference
-
-    def predict(
-        self,
-        images: _inputs.Images,
-        *,
-        batch_size: int = 32,
-        verbose: Verbose = 0,
-        tta: bool | int = False,
-    ) -> np.ndarray:
-        """Per-class probabilities for raw-pixel images.
-
-        With ``tta`` (test-time augmentation), the probabilities of several views of each
-        image are averaged: ``True`` is the image and its horizontal mirror image; an int
-        ``n`` (up to 12) takes the first ``n`` of: the image, its mirror image, the central
-        crop of 87.5% of the height and width (resized back), that crop mirrored, then the
-        four corner crops of that size, each followed by its mirror image (the ten-crop
-        evaluation). It costs one forward pass per view.
-
-        Args:
-            images: a numpy array or tensor of shape ``(n, height, width, 3)`` (or one
-                image of shape ``(height, width, 3)``), a ``tf.data.Dataset`` of image
-                batches (``(images, labels)`` batches are accepted; labels are ignored), or
-                the path of an image file or of a folder (its image files, recursively, in
-                sorted order; see :func:`transferkit.data.list_images`).
-            batch_size: int. Batch size for arrays. Defaults to 32.
-            verbose: Keras' progress output. Defaults to 0 (silent).
-            tta: bool or int. The views to average (see above); False for none.
-                Defaults to False.
-
-        Returns:
-            A float32 array of shape ``(n, num_classes)`` whose rows sum to 1; for a
-            multi-label classifier, each class's own probability (rows need not sum to 1).
-        """
-        batch_size = _validation.positive_int("batch_size", batch_size)
-        views = self._tta_views(tta)
-        inputs = _inputs.as_image_input(images, image_size=self.image_size, batch_size=batch_size)
-        with _inputs.naming_undecodable_files(inputs):
-            if views > 1:
-                return _tta.predict_probabilities(
-                    self.model,
-                    inputs,
-                    batch_size=batch_size,
-                    count=views,
-                    binary=self.is_binary,
-                    distributed=self._strategy is not None,
-                )
-            logits = self.model.predict(inputs, batch_size=batch_size, verbose=verbose)
-        return np.asarray(keras.ops.convert_to_numpy(self._probabilities(logits)), np.float32)
-
-    def predict_labels(
-        self, images: _inputs.Images, *, batch_size: int = 32
-    ) -> list[str] | list[int] | list[list[str]] | list[list[int]]:
-        """The most probable class of each image; for multi-label, every class above threshold.
-
-        Args:
-            images: as for :meth:`predict`.
-            batch_size: int. Batch size for arrays. Defaults to 32.
-
-        Returns:
-            Class names when the classifier has them, class indices otherwise; for a
-            multi-label classifier, a list of them per image: the classes whose probability
-            reaches their :attr:`thresholds`, in class order (possibly none).
-        """
-        if self._thresholds is not None:
-            probabilities = self.predict(images, batch_size=batch_size)
-            return _multi_label.labels_above(probabilities, self._thresholds, self.class_names)
-        indices = [int(i) for i in np.argmax(self.predict(images, batch_size=batch_size), -1)]
-        names = self.class_names
-        return indices if names is None else [names[i] for i in indices]
-
-    def tune_thresholds(
-        self,
-        validation_data: _inputs.LabeledData,
-        *,
-        metric: ThresholdMetric = "f1",
-        batch_size: int = 32,
-    ) -> tuple[float, ...]:
-        """Picks each class's threshold on labeled data, and sets :attr:`thresholds`.
-
-        For each class, every cut of the images' sorted probabilities is tried and the
-        threshold is set halfway between the two probabilities of the best cut (the one
-        nearest 0.5 among equally good ones). A class that no image (or every image) has
-        keeps 0.5, with a warning. Tune on validation data, not on the training data.
-
-        Args:
-            validation_data: multi-label data, in any form :meth:`fit_head` takes.
-            metric: ``"f1"`` (each class's F1 score) or ``"accuracy"`` (its yes/no
-                accuracy). Defaults to ``"f1"``.
-            batch_size: int. Batch size for arrays. Defaults to 32.
-
-        Returns:
-            The new thresholds, one per class.
-
-        Raises:
-            InvalidArgumentError: the classifier is not multi-label, or an argument is
-                invalid.
-        """
-        _validation.choice("metric", metric, ("f1", "accuracy"))
-        batch_size = _validation.positive_int("batch_size", batch_size)
-        if not self.multi_label:
-            msg = (
-                "tune_thresholds() is for multi-label classifiers; a single-label one "
-                "predicts its most probable class. Build it with multi_label=True."
-            )
-            raise InvalidArgumentError(msg)
-        dataset = _stages.labeled_data(
-            self, validation_data, batch_size, shuffle=False, name="validation_data"
-        )
-        probabilities, targets = _multi_label.probabilities_and_targets(
-            self.model, self._probabilities, dataset
-        )
-        self._thresholds = _multi_label.tune_thresholds(
-            probabilities, targets, metric=metric, class_names=self.class_names
-        )
-        return self._thresholds
-
-    def evaluate(
-        self,
-        data: _inputs.LabeledData,
-        *,
-        batch_size: int = 32,
-        verbose: Verbose = 0,
-        tta: bool | int = False,
-    ) -> dict[str, float]:
-        """Loss and accuracy on labeled data.
-
-        Args:
-            data: as for :meth:`fit_head`.
-            batch_size: int. Batch size for arrays. Defaults to 32.
-            verbose: Keras' progress output. Defaults to 0 (silent).
-            tta: bool or int. Test-time augmentation, as for :meth:`predict`: the loss and
-                accuracy of the averaged probabilities. Defaults to False.
-
-        Returns:
-            ``{"loss": ..., "accuracy": ...}``; for a multi-label classifier
-            ``{"loss", "binary_accuracy", "macro_f1", "auc"}``. The loss is never weighted
-            by the ``class_weight`` of training.
-
-        Raises:
-            UnsupportedStrategyError: the strategy is a MultiWorkerMirroredStrategy over
-                several workers, which Keras 3 cannot evaluate under.
-        """
-        batch_size = _validation.positive_int("batch_size", batch_size)
-        if self._tta_views(tta) > 1:
-            result = self.interpret(data, batch_size=batch_size, tta=tta)
-            return {"loss": result.loss, "accuracy": result.accuracy}
-        _training.check_strategy_can_train(self._strategy)
-        dataset = _stages.labeled_data(self, data, batch_size, shuffle=False, name="data")
-        if not self.model.compiled or isinstance(
-            self.model.loss, _class_weights.ClassWeightedCrossentropy
-        ):
-            # Keep the optimizer of a compiled model (and its state) for later training.
-            _stages.compile_model(self, getattr(self.model, "optimizer", None))
-        with _inputs.naming_undecodable_files(dataset):
-            results = self.model.evaluate(dataset, verbose=verbose, return_dict=True)
-        return {name: float(value) for name, value in results.items()}
-
-    def interpret(
-        self, data: _inputs.LabeledData, *, batch_size: int = 32, tta: bool | int = False
-    ) -> _interpret.Interpretation:
-        """Where the classifier is wrong on labeled data: confusion matrix, report, top losses.
-
-        One prediction pass over the data, batch by batch; see
-        :func:`transferkit.interpret.interpret`.
-
-        Args:
-            data: as for :meth:`evaluate`.
-            batch_size: int. Batch size for arrays and folders. Defaults to 32.
-            tta: bool or int. Test-time augmentation, as for :meth:`predict`.
-                Defaults to False.
-
-        Returns:
-            An :class:`~transferkit.interpret.Interpretation`.
-        """
-        return _interpret.interpret(self, data, batch_size=batch_size, tta=tta)
-
-    # ------------------------------------------------------------------ persistence
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Saves model, class names, backbone, freezing state and history to one file.
-
-        The file is a Keras ``.keras`` archive (it loads with
-        ``keras.saving.load_model(path, safe_mode=True)`` once transferkit is imported) with
-        transferkit's metadata added, including the backbone's facts, so it also loads
-        where the backbone's name is not registered. It is written to a temporary file
-        next to ``path`` and renamed over it, so an interrupted save never leaves a broken
-        file behind.
-
-        Args:
-            path: where to write; must end in ``.keras``.
-
-        Returns:
-            The path written.
-        """
-        return _persistence.write(self, path)
-
-    def export(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        format: ExportFormat = "saved_model",
-        quantize: Quantization = None,
-    ) -> Path:
-        """Writes the model for serving: a TensorFlow SavedModel folder or a TFLite file.
-
-        Either takes raw uint8 images ``(batch, height, width, 3)`` and returns the
-        probabilities :meth:`predict` returns (preprocessing inside, augmentation and
-        dropout off), under the ``serving_default`` signature: input ``images``, output
-        ``probabilities``. Written under a temporary name and renamed into place, like
-        :meth:`save`. See :mod:`transferkit.export`.
-
-        Args:
-            path: the SavedModel folder to create, or a file name ending in ``.tflite``.
-            format: ``"saved_model"`` (TensorFlow Serving, ``tf.saved_model.load``) or
-                ``"tflite"``. Defaults to ``"saved_model"``.
-            quantize: None, or ``"dynamic_range"`` for int8 TFLite weights.
-                Defaults to None.
-
-        Returns:
-            The path written.
-
-        Raises:
-            InvalidArgumentError: an argument is invalid, or ``path`` is a folder that is
-                not an earlier SavedModel.
-        """
-        return export_classifier(self, path, format=format, quantize=quantize)
-
-    def _tta_views(self, tta: object) -> int:
-        views = _tta.view_count(tta)
-        if views > 1 and self.multi_label:
-            # Averaged views are defined on class distributions; per-label ones are not done.
-            msg = (
-                "Test-time augmentation is not available for multi-label classifiers yet; "
-                f"predict without it. Received: tta={tta!r}"
-            )
-            raise InvalidArgumentError(msg)
-        return views
 
     def __repr__(self) -> str:
         state = "frozen" if self._unfrozen_from is None else f"unfrozen from {self._unfrozen_from}"

@@ -22,20 +22,19 @@ dropping the alpha channel), so a folder may mix them.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from transferkit import _validation
+from transferkit._folder_splits import FolderLoader, batched, split_counts
+from transferkit._image_files import check_file, listing, raise_for_bad_files, show
 from transferkit.errors import (
     ClassNamesMismatchError,
     DataError,
@@ -56,12 +55,6 @@ __all__ = [
 #: The file extensions ``image_dataset_from_directory`` reads (any case); others are ignored.
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 _VALIDATION_FOLDERS = ("validation", "val")
-_HEAD_BYTES = 32
-_TAIL_BYTES = 1024
-# TensorFlow's op errors start with the function node and end with the op's name.
-_OP_ERROR_NOISE = re.compile(r"^\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]$")
-_KIND_LABELS = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "bmp": "BMP", "webp": "WebP"}
-_MAX_LISTED = 10
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -180,22 +173,22 @@ def from_directory(
     train_folder, validation_folder, test_folder = _layout(root)
     if validation_folder is not None and validation_split is not None:
         msg = (
-            f"{_show(root)} has a {validation_folder.name}/ folder, which is the validation "
+            f"{show(root)} has a {validation_folder.name}/ folder, which is the validation "
             "set; leave validation_split out. "
-            f"Received: path={_show(root)}, validation_split={validation_split}"
+            f"Received: path={show(root)}, validation_split={validation_split}"
         )
         raise InvalidArgumentError(msg)
     if test_folder is not None and test_split is not None:
         msg = (
-            f"{_show(root)} has a test/ folder, which is the test set; leave test_split out. "
-            f"Received: path={_show(root)}, test_split={test_split}"
+            f"{show(root)} has a test/ folder, which is the test set; leave test_split out. "
+            f"Received: path={show(root)}, test_split={test_split}"
         )
         raise InvalidArgumentError(msg)
     if test_split is not None and validation_folder is None and validation_split is None:
         msg = (
             "test_split moves part of the validation images into a test set, but there is "
             "no validation set: pass validation_split too, or add a validation/ folder. "
-            f"Received: path={_show(root)}, test_split={test_split}"
+            f"Received: path={show(root)}, test_split={test_split}"
         )
         raise InvalidArgumentError(msg)
 
@@ -207,13 +200,13 @@ def from_directory(
     for split, folder in (("validation", validation_folder), ("test", test_folder)):
         if folder is not None:
             class_counts = _scan(folder)
-            _compare_classes(folder, tuple(class_counts), names, f"those of {_show(train_folder)}")
+            _compare_classes(folder, tuple(class_counts), names, f"those of {show(train_folder)}")
             folder_sizes[split] = sum(class_counts.values())
-    counts = _split_counts(
+    counts = split_counts(
         folder_sizes, validation_split, test_split, validation_folder or train_folder
     )
 
-    load = _Loader(size, names, seed)
+    load = FolderLoader(size, names, seed)
     validation = test = None
     if validation_split is not None:
         train, validation = load(train_folder, validation_split=validation_split)
@@ -232,9 +225,9 @@ def from_directory(
     if test_folder is not None:
         test = load(test_folder, shuffle=False)
     return DirectoryData(
-        train=_finish(train, batch_size, names),
-        validation=None if validation is None else _finish(validation, batch_size, names),
-        test=None if test is None else _finish(test, batch_size, names),
+        train=batched(train, batch_size, names),
+        validation=None if validation is None else batched(validation, batch_size, names),
+        test=None if test is None else batched(test, batch_size, names),
         class_names=names,
         counts=counts,
     )
@@ -257,7 +250,7 @@ def list_images(path: PathLike) -> list[Path]:
     if target.is_file():
         return [target]
     if not target.exists():
-        msg = f"No such file or folder: {_show(target)}. Received: path={_show(target)}"
+        msg = f"No such file or folder: {show(target)}. Received: path={show(target)}"
         raise DataError(msg)
     return sorted(_walk(target)[0])
 
@@ -284,9 +277,9 @@ def check_images(paths: Iterable[PathLike]) -> list[Path]:
         raise DataError(msg)
     missing = [f for f in files if not f.is_file()]
     if missing:
-        msg = f"No such image file: {_listing(missing)}. Received: paths={_listing(missing)}"
+        msg = f"No such image file: {listing(missing)}. Received: paths={listing(missing)}"
         raise DataError(msg)
-    _raise_for_bad_files([(f, problem) for f in files if (problem := _check_file(f))], None)
+    raise_for_bad_files([(f, problem) for f in files if (problem := check_file(f))], None)
     return files
 
 
@@ -367,8 +360,8 @@ def _layout(root: Path) -> tuple[Path, Path | None, Path | None]:
     found = [root / name for name in _VALIDATION_FOLDERS if (root / name).is_dir()]
     if len(found) > 1:
         msg = (
-            f"{_show(root)} has both a validation/ and a val/ folder; keep one. "
-            f"Received: path={_show(root)}"
+            f"{show(root)} has both a validation/ and a val/ folder; keep one. "
+            f"Received: path={show(root)}"
         )
         raise DataError(msg)
     test = root / "test"
@@ -402,15 +395,15 @@ def _scan(folder: Path) -> dict[str, int]:
         loose = _walk(folder)[0]
         hint = f" It holds {len(loose)} images directly." if loose else ""
         msg = (
-            f"{_show(folder)} has no class subfolders. Put the images of each class in a "
-            f"subfolder named for the class ({_show(folder / 'cat' / '1.jpg')}, "
-            f"{_show(folder / 'dog' / '1.jpg')}).{hint} Received: path={_show(folder)}"
+            f"{show(folder)} has no class subfolders. Put the images of each class in a "
+            f"subfolder named for the class ({show(folder / 'cat' / '1.jpg')}, "
+            f"{show(folder / 'dog' / '1.jpg')}).{hint} Received: path={show(folder)}"
         )
         raise DataError(msg)
     if len(classes) == 1:
         msg = (
-            f"{_show(folder)} has only one class subfolder ({classes[0].name!r}); a classifier "
-            f"needs at least two classes. Received: path={_show(folder)}"
+            f"{show(folder)} has only one class subfolder ({classes[0].name!r}); a classifier "
+            f"needs at least two classes. Received: path={show(folder)}"
         )
         raise DataError(msg)
     counts: dict[str, int] = {}
@@ -423,106 +416,23 @@ def _scan(folder: Path) -> dict[str, int]:
         if not images:
             empty.append(class_folder.name)
         ignored.extend(others)
-        bad.extend((f, problem) for f in images if (problem := _check_file(f)))
+        bad.extend((f, problem) for f in images if (problem := check_file(f)))
     if empty:
         msg = (
-            f"Class folders with no images in {_show(folder)}: "
+            f"Class folders with no images in {show(folder)}: "
             f"{', '.join(repr(name) for name in empty)}. Only {_extensions()} files are "
-            f"read; add images or remove the folders. Received: path={_show(folder)}"
+            f"read; add images or remove the folders. Received: path={show(folder)}"
         )
         raise DataError(msg)
-    _raise_for_bad_files(bad, folder)
+    raise_for_bad_files(bad, folder)
     if ignored:
         warnings.warn(
-            f"{len(ignored)} files in {_show(folder)} are ignored: only {_extensions()} files "
-            f"are read. Ignored: {_listing(ignored, folder)}",
+            f"{len(ignored)} files in {show(folder)} are ignored: only {_extensions()} files "
+            f"are read. Ignored: {listing(ignored, folder)}",
             TransferkitWarning,
             stacklevel=3,
         )
     return counts
-
-
-def _check_file(path: Path) -> str | None:
-    """Why TensorFlow cannot decode ``path`` as an image, or None if it can."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as file:
-            head = file.read(_HEAD_BYTES)
-            file.seek(max(size - _TAIL_BYTES, 0))
-            tail = file.read()
-    except OSError as exc:
-        return f"unreadable: {exc.strerror or exc}"
-    if not head:
-        return "empty file"
-    kind = _sniff(head)
-    if kind is None:
-        return "not a JPEG, PNG, GIF, BMP, WebP or JPEG XL image"
-    if _looks_complete(kind, tail):
-        return None
-    # No end marker to see (or it is missing: valid files may carry trailing bytes): decode.
-    problem = _decode_problem(path)
-    if problem is None:
-        return None
-    if kind in ("jpeg", "png", "gif"):
-        return f"truncated or corrupt {kind.upper()}"
-    return f"{_KIND_LABELS.get(kind, kind.upper())} that TensorFlow cannot decode: {problem}"
-
-
-def _decode_problem(path: Path) -> str | None:
-    """What ``tf.io.decode_image`` says about ``path``, as the training datasets call it."""
-    try:
-        tf.io.decode_image(tf.io.read_file(os.fspath(path)), channels=3, expand_animations=False)
-    except tf.errors.OpError as exc:
-        return _OP_ERROR_NOISE.sub("", exc.message.strip()) or type(exc).__name__
-    return None
-
-
-def _sniff(head: bytes) -> str | None:
-    # The signatures tf.io.decode_image recognizes; it tells formats by content, not name.
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "gif"
-    if head.startswith(b"BM"):
-        return "bmp"
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return "webp"
-    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")):
-        return "jpeg xl"
-    return None
-
-
-def _looks_complete(kind: str, tail: bytes) -> bool:
-    if kind == "jpeg":
-        return b"\xff\xd9" in tail  # end-of-image marker
-    if kind == "png":
-        return b"IEND" in tail
-    if kind == "gif":
-        return tail.rstrip(b"\x00").endswith(b";")  # trailer byte
-    return False  # BMP, WebP, JPEG XL: no end marker, and variants TensorFlow cannot decode
-
-
-def _raise_for_bad_files(bad: list[tuple[Path, str]], folder: Path | None) -> None:
-    if not bad:
-        return
-    received = _show(folder) if folder else _bad_files(bad, None, count=False)
-    msg = (
-        f"{_bad_files(bad, folder)}. Delete or move them and run again (every file is checked "
-        "before training so that a bad one cannot stop an epoch halfway). "
-        f"Received: path={received}"
-    )
-    raise DataError(msg)
-
-
-def _bad_files(bad: list[tuple[Path, str]], folder: Path | None, *, count: bool = True) -> str:
-    shown = ", ".join(f"{_relative(f, folder)} ({problem})" for f, problem in bad[:_MAX_LISTED])
-    more = f" and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
-    if not count:
-        return shown + more
-    where = f" in {_show(folder)}" if folder is not None else ""
-    return f"{len(bad)} files{where} cannot be decoded as images: {shown}{more}"
 
 
 def _compare_classes(
@@ -541,8 +451,8 @@ def _compare_classes(
         if part
     )
     msg = (
-        f"The class folders of {_show(folder)} are {sorted(found)}, which differ from "
-        f"{what} {list(expected)}: {details}. Received: path={_show(folder)}"
+        f"The class folders of {show(folder)} are {sorted(found)}, which differ from "
+        f"{what} {list(expected)}: {details}. Received: path={show(folder)}"
     )
     raise ClassNamesMismatchError(msg)
 
@@ -553,143 +463,15 @@ def _existing_folder(path: PathLike) -> Path:
         raise InvalidArgumentError(msg)
     folder = Path(path)
     if not folder.exists():
-        msg = f"No such folder: {_show(folder)}. Received: path={_show(folder)}"
+        msg = f"No such folder: {show(folder)}. Received: path={show(folder)}"
         raise DataError(msg)
     if not folder.is_dir():
         msg = (
-            f"{_show(folder)} is a file; pass a folder with one subfolder of images per "
-            f"class. Received: path={_show(folder)}"
+            f"{show(folder)} is a file; pass a folder with one subfolder of images per "
+            f"class. Received: path={show(folder)}"
         )
         raise DataError(msg)
     return folder
-
-
-def _split_size(fraction: float, total: int, name: str, folder: Path) -> int:
-    # Keras' rule (int(fraction * n) images held out), checked here for a clear message.
-    held_out = int(fraction * total)
-    if held_out == 0 or held_out == total:
-        side = "none" if held_out == 0 else "all"
-        msg = (
-            f"{name}={fraction} of the {total} images in {_show(folder)} holds out {side} "
-            f"of them; each side of the split needs at least one image. "
-            f"Received: {name}={fraction}"
-        )
-        raise DataError(msg)
-    return held_out
-
-
-def _split_counts(
-    folder_sizes: dict[str, int],
-    validation_split: float | None,
-    test_split: float | None,
-    validation_source: Path,
-) -> dict[str, int]:
-    counts = dict(folder_sizes)
-    if validation_split is not None:
-        held_out = _split_size(
-            validation_split, counts["train"], "validation_split", validation_source
-        )
-        counts["train"] -= held_out
-        counts["validation"] = held_out
-    if test_split is not None:
-        test_size = _split_size(test_split, counts["validation"], "test_split", validation_source)
-        counts["validation"] -= test_size
-        counts["test"] = test_size
-    return {split: counts[split] for split in ("train", "validation", "test") if split in counts}
-
-
-class _Loader:
-    """Calls ``image_dataset_from_directory`` with the settings every split shares."""
-
-    def __init__(self, size: tuple[int, int], names: tuple[str, ...], seed: int) -> None:
-        self._size = size
-        self._names = list(names)
-        self._seed = seed
-
-    def __call__(
-        self, folder: Path, *, shuffle: bool = True, validation_split: float | None = None
-    ) -> Any:
-        with _quiet_keras():
-            return keras.utils.image_dataset_from_directory(
-                os.fspath(folder),
-                labels="inferred",
-                label_mode="int",
-                class_names=self._names,
-                color_mode="rgb",
-                batch_size=None,  # unbatched, so a test set can be carved out image by image
-                image_size=self._size,
-                shuffle=shuffle,
-                seed=self._seed,
-                validation_split=validation_split,
-                subset="both" if validation_split is not None else None,
-                verbose=False,
-            )
-
-
-@contextlib.contextmanager
-def _quiet_keras() -> Iterator[None]:
-    # Keras prints "Using N files for training." even with verbose=False; our counts say it.
-    was_enabled = keras.config.is_interactive_logging_enabled()
-    keras.config.disable_interactive_logging()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            keras.config.enable_interactive_logging()
-
-
-def _finish(dataset: tf.data.Dataset, batch_size: int, names: tuple[str, ...]) -> Any:
-    batched = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    batched.class_names = list(names)
-    batched.file_paths = dataset.file_paths  # for naming a file that fails to decode
-    return batched
-
-
-@contextlib.contextmanager
-def _undecodable_files_named(*datasets: object) -> Iterator[None]:
-    """Turns a decoder error raised while ``datasets`` are read into a DataError naming files.
-
-    A file damaged in its middle passes :func:`check_images` and fails only when it is
-    decoded, mid-epoch, with an error that names no file. On that error, this decodes the
-    files the datasets were made from (their ``file_paths``, as this module and Keras set
-    them) and raises a :class:`~transferkit.errors.DataError` naming the bad ones. Any other
-    error, or one with no bad file to name, passes through unchanged.
-    """
-    try:
-        yield
-    except tf.errors.InvalidArgumentError as exc:
-        files = dict.fromkeys(
-            Path(f) for dataset in datasets for f in getattr(dataset, "file_paths", None) or ()
-        )
-        bad = [(f, problem) for f in files if (problem := _decode_problem(f))]
-        if not bad:
-            raise
-        msg = (
-            f"{_bad_files(bad, None)}. They passed the check before reading started (damage in "
-            "the middle of a file shows only when it is decoded). Delete or move them and run "
-            "again; with checkpoint_dir, training resumes from the last finished epoch. "
-            f"Received: {_bad_files(bad, None, count=False)}"
-        )
-        raise DataError(msg) from exc
-
-
-# ---------------------------------------------------------------------- messages
-
-
-def _show(path: Path) -> str:
-    return repr(os.fspath(path))
-
-
-def _relative(path: Path, folder: Path | None) -> str:
-    if folder is None:
-        return os.fspath(path)
-    return path.relative_to(folder).as_posix()
-
-
-def _listing(paths: Sequence[Path], folder: Path | None = None) -> str:
-    shown = ", ".join(_relative(p, folder) for p in paths[:_MAX_LISTED])
-    more = f" and {len(paths) - _MAX_LISTED} more" if len(paths) > _MAX_LISTED else ""
-    return shown + more
 
 
 def _extensions() -> str:

@@ -16,13 +16,12 @@ train at) and well above the flat start. Should the loss never decrease, the sug
 tenth of the rate at the lowest loss (fastai's older *minimum* rule).
 
 :func:`find_learning_rate` takes the pieces it needs (a model, batches, a loss, an optimizer
-maker); :func:`sweep_classifier`, behind :meth:`transferkit.TransferClassifier.find_learning_rate`,
-passes a classifier's: for the head stage its head on cached backbone features (the backbone
-runs once over the data, as in ``fit_head``), with Adam; for fine-tuning its full model with
-RMSprop, the stages' default optimizers.
-Every variable of the model (weights, BatchNormalization statistics, random-generator states)
-is put back exactly as it was, and the model's own compiled optimizer is never touched: the
-sweep trains a wrapper of the model, compiled with an optimizer of its own.
+maker); :meth:`transferkit.TransferClassifier.find_learning_rate` passes a classifier's: for
+the head stage its head on cached backbone features (the backbone runs once over the data, as
+in ``fit_head``), with Adam; for fine-tuning its full model with RMSprop, the stages' default
+optimizers. Every variable of the model (weights, BatchNormalization statistics,
+random-generator states) is put back exactly as it was, and the model's own compiled optimizer is
+never touched: the sweep trains a wrapper of the model, compiled with an optimizer of its own.
 """
 
 from __future__ import annotations
@@ -50,7 +49,6 @@ __all__ = [
     "LearningRateFinderResult",
     "find_learning_rate",
     "suggest_learning_rate",
-    "sweep_classifier",
 ]
 
 #: The sweep stops once the smoothed loss exceeds this many times the best one (fastai's 4).
@@ -275,21 +273,18 @@ def _sweep_rates(min_lr: object, max_lr: object, steps: object) -> list[float]:
     return [low * (high / low) ** (i / (count - 1)) for i in range(count)]
 
 
-def sweep_classifier(
+def sweep_stage(
     clf: TransferClassifier,
     data: _inputs.LabeledData,
-    *,
-    stage: Stage = "head",
-    min_lr: float = 1e-7,
-    max_lr: float = 10.0,
-    steps: int = 100,
-    batch_size: int = 32,
+    stage: Stage,
+    settings: tuple[float, float, int, int],  # min_lr, max_lr, steps, batch_size
 ) -> LearningRateFinderResult:
     """Sweeps the learning rate of one of a classifier's stages; changes nothing.
 
     What :meth:`transferkit.TransferClassifier.find_learning_rate` runs; its arguments are
     documented there.
     """
+    min_lr, max_lr, steps, batch_size = settings
     _validation.choice("stage", stage, ("head", "fine_tune"))
     _sweep_rates(min_lr, max_lr, steps)
     batch_size = _validation.positive_int("batch_size", batch_size)
