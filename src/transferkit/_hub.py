@@ -283,8 +283,9 @@ def _loading_error(preset: str, size: tuple[int, int], exc: Exception) -> Except
     if not isinstance(exc, OSError):  # requests' and kagglehub's network errors are OSErrors
         return InvalidArgumentError(
             f"keras-hub could not build the preset {preset!r} at image size {size} ({cause}). "
-            "Transformers need sides that are multiples of their patch size, and DINOv2 "
-            "square images. "
+            "Transformers need sides that are multiples of their patch size, hierarchical "
+            "ones (MiT, Swin) sides that halve evenly at every stage (multiples of 32 for the "
+            "presets), and DINOv2 square images. "
             f"Received: backbone={preset!r}, image_size={size}"
         )
     if os.path.isdir(preset):
