@@ -13,7 +13,11 @@ sequence of tokens ``(batch, tokens, channels)`` (vision transformers) are turne
 map by ``to_spatial``; the default is the backbone spec's own grid
 (:meth:`~transferkit.Backbone.patch_grid`: keras-hub ViT, DeiT, DINOv2, SigLIP, CLIP, Swin,
 special tokens left out) and, for tokens whose layout names no patch size,
-:func:`tokens_to_map`, which guesses the special tokens from the token count.
+:func:`tokens_to_map`, which guesses the special tokens from the token count. With a
+class-token head (``pooling="cls"``) the map is the *input* of the backbone's last block: the
+score reads the class token alone, so the output's patch tokens get no gradient at all, and
+they reach the class token through that block's attention (as pytorch-grad-cam does for
+ViTs).
 
 The maps are computed with ``tf.GradientTape`` on sub-models built from the classifier's
 own layers (the backbone in inference mode, then its pooling, dropout and logits layers),
@@ -22,8 +26,9 @@ so they need no copy of the weights, and the classifier is left unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -32,7 +37,7 @@ import tensorflow as tf
 
 from transferkit import _inputs, _tta, _validation
 from transferkit.errors import InvalidArgumentError, UnknownLayerError
-from transferkit.pooling import PatchGrid
+from transferkit.pooling import PatchGrid, TokenPooling
 
 if TYPE_CHECKING:
     import os  # noqa: F401  # named by _inputs.Images, for Sphinx to resolve the hint
@@ -182,6 +187,13 @@ class _CamModel:
             )
             self._split = True
         self._head = classifier.head_layers
+        # A class-token head reads one token of the output, so the output's patch tokens get
+        # no gradient; they reach the score through the last block's attention. Its input is
+        # the map then (pytorch-grad-cam's choice for ViTs: the last block's first norm).
+        self._last_block = None
+        pooling = self._head[0]
+        if layer is None and isinstance(pooling, TokenPooling) and pooling.mode == "cls":
+            self._last_block = classifier.spec.layout_of(backbone).blocks[-1][0]
         self._to_spatial = to_spatial or _default_to_spatial(classifier.spec, backbone, layer)
 
     def __call__(self, images: Any, classes: np.ndarray | None) -> np.ndarray:
@@ -195,10 +207,13 @@ class _CamModel:
         with tf.GradientTape() as tape:
             # The backbone is frozen (nothing watched by default): record from the input on.
             tape.watch(pixels)
-            if self._split:
-                raw_map, output = self._features(pixels, training=False)
-            else:
-                raw_map = output = self._features(pixels, training=False)
+            with _recording_input(self._last_block, tape) as block_inputs:
+                if self._split:
+                    raw_map, output = self._features(pixels, training=False)
+                else:
+                    raw_map = output = self._features(pixels, training=False)
+            if block_inputs:
+                raw_map = block_inputs[0]
             logits = output
             for head_layer in self._head:
                 logits = head_layer(logits, training=False)
@@ -227,6 +242,29 @@ class _CamModel:
             return tf.reduce_sum(sign * logits[:, 0])
         wanted = tf.argmax(logits, axis=-1) if classes is None else classes
         return tf.reduce_sum(tf.gather(logits, wanted, axis=1, batch_dims=1))
+
+
+@contextlib.contextmanager
+def _recording_input(
+    layer: keras.layers.Layer | None, tape: tf.GradientTape
+) -> Iterator[list[Any]]:
+    """Watches and collects the first input of each (eager) call of ``layer``."""
+    inputs: list[Any] = []
+    if layer is None:
+        yield inputs
+        return
+    call = layer.call
+
+    def recording(first: Any, *args: Any, **kwargs: Any) -> Any:
+        tape.watch(first)
+        inputs.append(first)
+        return call(first, *args, **kwargs)
+
+    layer.call = recording  # Layer.__call__ looks `call` up on the instance first
+    try:
+        yield inputs
+    finally:
+        del layer.call
 
 
 def _default_to_spatial(spec: Backbone, backbone: keras.Model, layer: str | None) -> SpatialFn:

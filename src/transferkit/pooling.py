@@ -101,8 +101,8 @@ class PatchGrid(keras.layers.Layer):  # type: ignore[misc]  # keras is untyped
 
     The last ``rows * columns`` tokens are the patch tokens, row by row, as ViT, DeiT,
     DINOv2, SigLIP and CLIP order them after their special tokens (and Swin, which has none,
-    its last stage's tokens); they are laid out on their grid. This is the "feature map" of a transformer for class-activation methods such as
-    Grad-CAM.
+    its last stage's tokens); they are laid out on their grid. This is the "feature map" of
+    a transformer for class-activation methods such as Grad-CAM.
 
     Args:
         rows: int. Patches per column of the image (its height over the patch size).
