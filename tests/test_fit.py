@@ -201,3 +201,27 @@ def test_fit_resumed_mid_fine_tune_ends_as_an_uninterrupted_run(
         resumed.model.get_weights(), uninterrupted.model.get_weights(), strict=True
     ):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+def test_multi_hot_split_holds_out_each_labels_fraction_and_keeps_every_label() -> None:
+    rng = np.random.default_rng(0)
+    targets = (rng.random((200, 5)) < [0.5, 0.2, 0.05, 0.02, 0.3]).astype(np.float32)
+    images = np.arange(200)
+    (train_x, train_y), (val_x, val_y) = _fit.split_validation(images, targets, 0.2, seed=3)
+
+    assert sorted([*train_x, *val_x]) == list(range(200))
+    assert len(val_y) == 40
+    np.testing.assert_allclose(val_y.sum(axis=0), 0.2 * targets.sum(axis=0), atol=1.0)
+    assert (train_y.sum(axis=0) > 0).all()
+    again = _fit.split_validation(images, targets, 0.2, seed=3)
+    np.testing.assert_array_equal(again[1][0], val_x)
+
+
+def test_multi_hot_split_keeps_a_label_of_one_image_in_training() -> None:
+    targets = np.array([[1, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 1, 1], [1, 0, 0]])
+    for seed in range(5):
+        (_, train_y), (_, val_y) = _fit.split_validation(np.arange(6), targets, 0.2, seed)
+        assert len(val_y) >= 1
+        assert (train_y.sum(axis=0) > 0).all()
+    with pytest.raises(DataError, match="too few to hold any out"):
+        _fit.split_validation(np.arange(2), np.array([[1, 0], [0, 1]]), 0.2, seed=0)

@@ -4,7 +4,8 @@ A tiny convolutional backbone (registered here, random weights) is trained for a
 on a synthetic task whose class is told by the color of a square in the top-left quadrant;
 every image also has a white square, with no class information, in the bottom-right one.
 The confusion matrix, the top losses and the Grad-CAM overlays of the page are drawn from
-that classifier into ``docs/_generated/interpret/`` (not in git). The html builder makes
+that classifier into ``docs/_generated/interpret/`` (not in git); a two-tag multi-label
+classifier on the same backbone gives the multi-label figures and report. The html builder makes
 them; other builders (doctest) do not need them.
 """
 
@@ -59,6 +60,36 @@ def quadrant_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels.astype(np.int32)
 
 
+def tagged_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A red square top left, a blue one bottom right, each there or not: two tags."""
+    rng = np.random.default_rng(seed)
+    tags = rng.integers(0, 2, size=(count, 2))
+    images = rng.integers(0, 80, size=(count, 32, 32, 3)).astype(np.uint8)
+    for image, (red, blue) in zip(images, tags, strict=True):
+        for present, corner, channel in ((red, 2, 0), (blue, 18, 2)):
+            if present:
+                row, column = corner + rng.integers(0, 5, size=2)
+                image[row : row + 10, column : column + 10] = 0
+                image[row : row + 10, column : column + 10, channel] = 255
+    return images, tags.astype(np.float32)
+
+
+def make_multi_label_figures(folder: Path) -> None:
+    """Trains a tiny two-tag classifier and draws its per-class counts and top losses."""
+    keras.utils.set_random_seed(0)
+    train_x, train_y = tagged_images(64, seed=2)
+    test_x, test_y = tagged_images(48, seed=3)
+    clf = tk.TransferClassifier(
+        "docs_tiny", class_names=NAMES, weights=None, augmentation=None, multi_label=True
+    )
+    clf.fit_head((train_x, train_y), epochs=10, learning_rate=0.1, verbose=0)
+
+    result = clf.interpret((test_x, test_y))
+    result.plot_confusion_matrices(folder / "confusion_matrices.png")
+    result.plot_top_losses(6, folder / "multi_label_top_losses.png")
+    (folder / "multi_label_report.txt").write_text(result.report_table() + "\n")
+
+
 def make_figures(folder: Path) -> None:
     """Trains the tiny classifier and draws the page's three figures into ``folder``."""
     keras.utils.set_random_seed(0)
@@ -77,6 +108,7 @@ def make_figures(folder: Path) -> None:
     result.plot_confusion_matrix(folder / "confusion_matrix.png")
     result.plot_top_losses(6, folder / "top_losses.png")
     tk.plot.grad_cam(clf, test_x[:6], folder / "grad_cam.png")
+    make_multi_label_figures(folder)
 
 
 def _generate(app: Sphinx) -> None:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load on 
     from transferkit.backbone import Backbone
     from transferkit.classifier import TransferClassifier, load_classifier
     from transferkit.history import TrainingHistory
-    from transferkit.interpret import Interpretation
+    from transferkit.interpret import Interpretation, MultiLabelInterpretation
     from transferkit.lr_finder import LearningRateFinderResult
 
 try:
@@ -45,6 +45,7 @@ _LAZY = {
     "Backbone": "transferkit.backbone",
     "Interpretation": "transferkit.interpret",
     "LearningRateFinderResult": "transferkit.lr_finder",
+    "MultiLabelInterpretation": "transferkit.interpret",
     "TrainingHistory": "transferkit.history",
     "TransferClassifier": "transferkit.classifier",
     "get_backbone": "transferkit._registry",
@@ -77,6 +78,7 @@ __all__ = [
     "Backbone",
     "Interpretation",
     "LearningRateFinderResult",
+    "MultiLabelInterpretation",
     "TrainingHistory",
     "TransferClassifier",
     "__version__",

@@ -1,7 +1,8 @@
 """The command line's interpretation options: ``--report``, ``--grad-cam`` and ``--tta``.
 
 ``transferkit evaluate MODEL DATA_DIR --report OUT_DIR`` writes ``report.json``,
-``confusion_matrix.png`` and ``top_losses.png`` and prints the per-class table;
+``confusion_matrix.png`` (``confusion_matrices.png`` for a multi-label model) and
+``top_losses.png`` and prints the per-class table;
 ``transferkit predict MODEL IMAGE --grad-cam OUT.png`` overlays Grad-CAM heatmaps on the
 images. Like :mod:`transferkit._cli`, this module imports only the standard library at the
 top, so ``--help`` never loads TensorFlow.
@@ -23,7 +24,7 @@ from transferkit.errors import InvalidArgumentError, MissingDependencyError
 
 if TYPE_CHECKING:
     from transferkit.classifier import TransferClassifier
-    from transferkit.interpret import Interpretation
+    from transferkit.interpret import Interpretation, MultiLabelInterpretation
 
 __all__ = [
     "GRAD_CAM_IMAGES",
@@ -63,8 +64,9 @@ def add_report_option(parser: argparse.ArgumentParser) -> None:
         "--report",
         type=Path,
         metavar="OUT_DIR",
-        help="write report.json, confusion_matrix.png and top_losses.png into OUT_DIR "
-        "(created if missing) and print the per-class table",
+        help="write report.json, confusion_matrix.png (confusion_matrices.png for a "
+        "multi-label model) and top_losses.png into OUT_DIR (created if missing) and print "
+        "the per-class table",
     )
 
 
@@ -103,32 +105,50 @@ def check_grad_cam_path(path: Path) -> None:
         raise InvalidArgumentError(msg)
 
 
-def write_report(interpretation: Interpretation, folder: Path) -> list[Path]:
+def write_report(
+    interpretation: Interpretation | MultiLabelInterpretation, folder: Path
+) -> list[Path]:
     """Writes ``report.json`` and, with matplotlib, the two figures; prints the table.
 
-    ``report.json`` holds the loss, the accuracy, the views averaged, the class names, the
-    scikit-learn-style report, the confusion matrix (rows true, columns predicted), the
-    most confused pairs and the top losses (with file paths).
+    ``report.json`` holds the loss, the views averaged, the class names, the
+    scikit-learn-style report, the most confused pairs and the top losses (with file
+    paths); for a single-label model also the accuracy and the confusion matrix (rows
+    true, columns predicted), for a multi-label one the exact-match ratio, the
+    thresholds and each class's ``[[TN, FP], [FN, TP]]`` counts. The figures are
+    ``confusion_matrix.png`` (``confusion_matrices.png`` for multi-label) and
+    ``top_losses.png``.
 
     Returns:
         The files written.
     """
+    from transferkit.interpret import MultiLabelInterpretation
+
     top = interpretation.top_losses(_TOP_LOSSES)
     content: dict[str, Any] = {
         "loss": interpretation.loss,
-        "accuracy": interpretation.accuracy,
         "examples": len(interpretation),
         "tta_views": interpretation.views,
         "class_names": list(interpretation.class_names),
-        "report": interpretation.report(),
-        "confusion_matrix": interpretation.confusion_matrix.tolist(),
-        "most_confused": [list(pair) for pair in interpretation.most_confused()],
-        "top_losses": [vars(row) for row in top],
     }
+    if isinstance(interpretation, MultiLabelInterpretation):
+        content["exact_match"] = interpretation.exact_match
+        content["thresholds"] = list(interpretation.thresholds)
+        content["confusion_matrices"] = interpretation.confusion_matrices.tolist()
+        figure = "confusion_matrices.png"
+    else:
+        content["accuracy"] = interpretation.accuracy
+        content["confusion_matrix"] = interpretation.confusion_matrix.tolist()
+        figure = "confusion_matrix.png"
+    content["report"] = interpretation.report()
+    content["most_confused"] = [list(pair) for pair in interpretation.most_confused()]
+    content["top_losses"] = [vars(row) for row in top]
     written = [folder / "report.json"]
     written[0].write_text(json.dumps(content, indent=2) + "\n")
     try:
-        written.append(interpretation.plot_confusion_matrix(folder / "confusion_matrix.png"))
+        if isinstance(interpretation, MultiLabelInterpretation):
+            written.append(interpretation.plot_confusion_matrices(folder / figure))
+        else:
+            written.append(interpretation.plot_confusion_matrix(folder / figure))
         written.append(interpretation.plot_top_losses(len(top), folder / "top_losses.png"))
     except MissingDependencyError as exc:
         print(f"figures not written: {exc}", file=sys.stderr)

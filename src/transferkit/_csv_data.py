@@ -508,6 +508,8 @@ def _dataset(
     batched = dataset.batch(settings.batch_size).prefetch(tf.data.AUTOTUNE)
     batched.class_names = list(names)
     batched.file_paths = [str(p) for p in paths]  # to name a file damaged mid-way
+    if shuffle:  # interpretation reads it in table order, where file_paths name each image
+        batched.in_table_order = _dataset(paths, targets, names, settings, shuffle=False)
     return batched
 
 

@@ -4,7 +4,8 @@ The rules (``docs/transfer_quality.rst`` has the measurements behind each):
 
 1. **Validation.** Without ``validation_data``, a seeded, stratified ``validation_split`` of
    the training data is held out (folders are split by
-   :func:`~transferkit.data.from_directory`), and the decision says so.
+   :func:`~transferkit.data.from_directory`; multi-hot labels by iterative
+   stratification, keeping every label in training), and the decision says so.
 2. **Head.** Adam at the learning-rate finder's suggestion on cached features (unless
    ``learning_rate`` is given), a cosine schedule with warmup, an epoch budget of about
    :data:`HEAD_STEPS` optimizer steps, early stopping on the validation loss with the best
@@ -37,11 +38,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from transferkit import _class_weights, _inputs, _stages, _validation, lr_finder, schedules
+from transferkit import (
+    _class_weights,
+    _inputs,
+    _multi_label,
+    _stages,
+    _validation,
+    lr_finder,
+    schedules,
+)
 from transferkit._class_weights import ClassWeight
 from transferkit._stage_options import CacheOptions, StageOptions, Verbose
 from transferkit.data import from_directory
-from transferkit.errors import DataError, InvalidArgumentError
+from transferkit.errors import DataError
 from transferkit.history import Stage
 
 if TYPE_CHECKING:
@@ -81,9 +90,12 @@ def split_validation(
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """A stratified, seeded split: ``fraction`` of each class (at least one image) held out.
 
+    Multi-hot labels are split by iterative stratification, which keeps every label in
+    training (see :func:`transferkit._multi_label.held_out_rows`).
+
     Args:
         images: the images.
-        labels: their integer labels.
+        labels: their integer labels, or multi-hot rows.
         fraction: the fraction of each class to hold out, in (0, 1).
         seed: the seed of the random choice.
 
@@ -95,6 +107,8 @@ def split_validation(
         DataError: a class has fewer than two images, so none can be held out.
     """
     rng = np.random.default_rng(seed)
+    if labels.ndim == 2:
+        return _parts(images, labels, _multi_label.held_out_rows(labels, fraction, seed), rng)
     held: list[np.ndarray] = []
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
@@ -106,7 +120,12 @@ def split_validation(
             )
             raise DataError(msg)
         held.append(members[: max(1, round(fraction * len(members)))])
-    validation = np.sort(np.concatenate(held))
+    return _parts(images, labels, np.sort(np.concatenate(held)), rng)
+
+
+def _parts(
+    images: np.ndarray, labels: np.ndarray, validation: np.ndarray, rng: np.random.Generator
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     train = rng.permutation(np.setdiff1d(np.arange(len(labels)), validation))
     return (images[train], labels[train]), (images[validation], labels[validation])
 
@@ -178,7 +197,8 @@ def _split(
             verbose,
             "validation",
             f"{len(validation_data[1])} of {len(labels)} images",
-            f"no validation_data: held out {fraction:g} of each class (seed {seed})",
+            f"no validation_data: held out {fraction:g} of each "
+            f"{'label, iteratively stratified' if clf.multi_label else 'class'} (seed {seed})",
         )
     else:
         _decide(clf, verbose, "validation", "validation_data", "given")
@@ -266,7 +286,8 @@ class FitMethods:
         """The whole job in one call: head, unfreeze, fine-tune, with measured defaults.
 
         1. Without ``validation_data``, holds out ``validation_split`` of each class
-           (seeded; a folder with a ``validation/`` folder uses it).
+           (seeded; a folder with a ``validation/`` folder uses it; multi-hot labels are
+           split by iterative stratification, keeping every label in training).
         2. Trains the head with Adam at the :meth:`find_learning_rate` suggestion, a
            cosine schedule and about 150 optimizer steps, stopping early on the
            validation loss and keeping the best epoch.
@@ -302,7 +323,6 @@ class FitMethods:
 
         Raises:
             DataError: a class has too few images to hold one out for validation.
-            InvalidArgumentError: a multi-label classifier without ``validation_data``.
             TrainingDivergedError: as for :meth:`fit_head`.
         """
         if epochs is not None:
@@ -314,14 +334,6 @@ class FitMethods:
         seed = _validation.non_negative_int("seed", seed)
         _validation.choice("verbose", verbose, ("auto", 0, 1, 2))
         class_weight = _class_weights.check(class_weight)
-        if self.multi_label and validation_data is None:
-            # The held-out split is stratified by class, which multi-hot targets do not have.
-            msg = (
-                "fit() on a multi-label classifier needs validation_data (its own split is "
-                "stratified by class); split the table with from_csv(..., validation_split=0.2). "
-                "Received: validation_data=None"
-            )
-            raise InvalidArgumentError(msg)
 
         train, validation = _split(self, data, validation_data, fraction, seed, batch_size, verbose)
         steps = schedules.steps_per_epoch(train)

@@ -83,6 +83,28 @@ class Probabilities(keras.layers.Layer):  # type: ignore[misc]  # keras is untyp
             return keras.ops.concatenate([1.0 - positive, positive], axis=-1)
         return keras.ops.softmax(logits, axis=-1)
 
+    def log_probabilities(self, logits: Any) -> Any:
+        """The log of the same probabilities, in float64, for losses that never underflow.
+
+        Test-time augmentation averages views in this form and interpretation reads each
+        example's loss from it, as training's cross-entropy computes it from the logits.
+
+        Returns:
+            ``(batch, num_classes)`` log-probabilities (two columns for a binary head: the
+            log of ``1 - sigmoid`` and of ``sigmoid``); for a multi-label head
+            ``(batch, num_classes, 2)``: each class's ``log(1 - p)`` and ``log p``.
+        """
+        logits = keras.ops.cast(logits, "float64")
+        if self.multi_label:
+            return keras.ops.stack(
+                [keras.ops.log_sigmoid(-logits), keras.ops.log_sigmoid(logits)], axis=-1
+            )
+        if self.binary:
+            return keras.ops.concatenate(
+                [keras.ops.log_sigmoid(-logits), keras.ops.log_sigmoid(logits)], axis=-1
+            )
+        return keras.ops.log_softmax(logits, axis=-1)
+
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         """``(batch, 2)`` for a binary head, the input shape otherwise."""
         return (input_shape[0], 2) if self.binary else tuple(input_shape)

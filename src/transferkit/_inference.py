@@ -81,7 +81,7 @@ class Inference:
                     inputs,
                     batch_size=batch_size,
                     count=views,
-                    binary=self.is_binary,
+                    head=self._probabilities,
                     distributed=self._strategy is not None,
                 )
             logits = self.model.predict(inputs, batch_size=batch_size, verbose=verbose)
@@ -92,22 +92,25 @@ class Inference:
         images: _inputs.Images,
         *,
         batch_size: int = 32,
+        tta: bool | int = False,
     ) -> list[str] | list[int] | list[list[str]] | list[list[int]]:
         """The most probable class of each image; for multi-label, every class above threshold.
 
         Args:
             images: as for :meth:`predict`.
             batch_size: int. Batch size for arrays. Defaults to 32.
+            tta: bool or int. Test-time augmentation, as for :meth:`predict`.
+                Defaults to False.
 
         Returns:
             Class names when the classifier has them, class indices otherwise; for a
             multi-label classifier, a list of them per image: the classes whose probability
             reaches their :attr:`thresholds`, in class order (possibly none).
         """
+        probabilities = self.predict(images, batch_size=batch_size, tta=tta)
         if self._thresholds is not None:
-            probabilities = self.predict(images, batch_size=batch_size)
             return _multi_label.labels_above(probabilities, self._thresholds, self.class_names)
-        indices = [int(i) for i in np.argmax(self.predict(images, batch_size=batch_size), -1)]
+        indices = [int(i) for i in np.argmax(probabilities, -1)]
         names = self.class_names
         return indices if names is None else [names[i] for i in indices]
 
@@ -172,8 +175,8 @@ class Inference:
             data: as for :meth:`fit_head`.
             batch_size: int. Batch size for arrays. Defaults to 32.
             verbose: Keras' progress output. Defaults to 0 (silent).
-            tta: bool or int. Test-time augmentation, as for :meth:`predict`: the loss and
-                accuracy of the averaged probabilities. Defaults to False.
+            tta: bool or int. Test-time augmentation, as for :meth:`predict`: the same
+                numbers, of the averaged probabilities. Defaults to False.
 
         Returns:
             ``{"loss": ..., "accuracy": ...}``; for a multi-label classifier
@@ -186,8 +189,7 @@ class Inference:
         """
         batch_size = _validation.positive_int("batch_size", batch_size)
         if self._tta_views(tta) > 1:
-            result = self.interpret(data, batch_size=batch_size, tta=tta)
-            return {"loss": result.loss, "accuracy": result.accuracy}
+            return self.interpret(data, batch_size=batch_size, tta=tta).scores()
         _training.check_strategy_can_train(self._strategy)
         dataset = _stages.labeled_data(self, data, batch_size, shuffle=False, name="data")
         if not self.model.compiled or isinstance(
@@ -205,11 +207,12 @@ class Inference:
         *,
         batch_size: int = 32,
         tta: bool | int = False,
-    ) -> _interpret.Interpretation:
+    ) -> _interpret.Interpretation | _interpret.MultiLabelInterpretation:
         """Where the classifier is wrong on labeled data: confusion matrix, report, top losses.
 
         One prediction pass over the data, batch by batch; see
-        :func:`transferkit.interpret.interpret`.
+        :func:`transferkit.interpret.interpret`. A multi-label classifier gets per-class
+        reports and 2x2 confusion counts at its :attr:`thresholds`.
 
         Args:
             data: as for :meth:`evaluate`.
@@ -218,7 +221,8 @@ class Inference:
                 Defaults to False.
 
         Returns:
-            An :class:`~transferkit.interpret.Interpretation`.
+            An :class:`~transferkit.interpret.Interpretation`; for a multi-label classifier
+            a :class:`~transferkit.interpret.MultiLabelInterpretation`.
         """
         return _interpret.interpret(self, data, batch_size=batch_size, tta=tta)
 
@@ -226,15 +230,7 @@ class Inference:
         self: TransferClassifier,
         tta: object,
     ) -> int:
-        views = _tta.view_count(tta)
-        if views > 1 and self.multi_label:
-            # Averaged views are defined on class distributions; per-label ones are not done.
-            msg = (
-                "Test-time augmentation is not available for multi-label classifiers yet; "
-                f"predict without it. Received: tta={tta!r}"
-            )
-            raise InvalidArgumentError(msg)
-        return views
+        return _tta.view_count(tta)
 
     def save(  # type: ignore[misc]  # self: a mixin's subclass
         self: TransferClassifier, path: str | os.PathLike[str]

@@ -22,6 +22,7 @@ __all__ = [
     "SigmoidF1Score",
     "ThresholdMetric",
     "check_thresholds",
+    "held_out_rows",
     "labels_above",
     "metrics",
     "probabilities_and_targets",
@@ -196,3 +197,68 @@ def check_multi_hot(targets: np.ndarray, num_classes: int, name: str) -> None:
             f"Received: {name} targets of shape {array.shape}"
         )
         raise DataError(msg)
+
+
+def held_out_rows(targets: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The rows of multi-hot targets to hold out for validation, by iterative stratification.
+
+    Sechidis, Tsoumakas and Vlahavas' iterative stratification (2011), for two folds: the
+    rarest label left is dealt first, each of its images to the fold that still wants the
+    most of that label (``fraction`` of it for validation), ties going to the fold with the
+    most room left, then at random (seeded). Rows without labels fill the remaining room.
+    Afterwards every label the data has is made to appear in training, moving one image
+    back from validation where needed.
+
+    Args:
+        targets: multi-hot array ``(n, num_classes)``.
+        fraction: the fraction to hold out, in (0, 1).
+        seed: the seed of the random choices.
+
+    Returns:
+        The held-out row indices, sorted.
+
+    Raises:
+        DataError: no image can be held out without taking a label out of training.
+    """
+    truth = np.asarray(targets) > 0.5
+    rng = np.random.default_rng(seed)
+    count = len(truth)
+    held = max(1, round(fraction * count))
+    room = np.array([count - held, held], np.float64)  # fold 0 trains, fold 1 validates
+    wanted = np.stack([truth.sum(axis=0) * (1 - fraction), truth.sum(axis=0) * fraction])
+    fold = np.full(count, -1)
+
+    def deal(row: int, label: int | None) -> None:
+        want = wanted[:, label] if label is not None else room
+        choice = int(np.argmax(want)) if want[0] != want[1] else None
+        if choice is None:
+            choice = int(np.argmax(room)) if room[0] != room[1] else int(rng.integers(2))
+        fold[row] = choice
+        wanted[choice] -= truth[row]
+        room[choice] -= 1
+
+    while (left := fold < 0).any():
+        per_label = truth[left].sum(axis=0)
+        if not per_label.any():  # only rows without labels are left
+            for row in rng.permutation(np.flatnonzero(left)):
+                deal(int(row), None)
+            break
+        label = int(np.argmin(np.where(per_label > 0, per_label, count + 1)))
+        for row in rng.permutation(np.flatnonzero(left & truth[:, label])):
+            deal(int(row), label)
+    for column in np.flatnonzero(truth.any(axis=0)):
+        if not (truth[:, column] & (fold == 0)).any():
+            fold[rng.choice(np.flatnonzero(truth[:, column]))] = 0
+    if not (fold == 1).any():
+        # Hold out one image whose every label has another image in training.
+        in_training = truth[fold == 0].sum(axis=0)
+        spare = [r for r in range(count) if (in_training[truth[r]] > 1).all()]
+        if not spare:
+            msg = (
+                f"{count} images are too few to hold any out for validation while keeping "
+                "every label in training. Pass validation_data, or give every label at "
+                f"least 2 images. Received: {count} images"
+            )
+            raise DataError(msg)
+        fold[rng.choice(spare)] = 1
+    return np.flatnonzero(fold == 1)

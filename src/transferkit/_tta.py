@@ -14,10 +14,11 @@ Views 3 to 12 are the classic ten-crop evaluation (five crops and their mirrors)
 87.5% scale that ImageNet evaluation crops 224 pixels out of 256. Every view is
 deterministic, so predictions are reproducible.
 
-Predictions are kept as float64 log-probabilities, computed from the logits as training's
-losses compute them (``BinaryCrossentropy`` and ``SparseCategoricalCrossentropy`` with
-``from_logits=True``), so per-example losses match ``evaluate`` and survive probabilities
-that round to 1 in float32.
+Predictions are kept as float64 log-probabilities, computed from the logits by the
+classifier's own :class:`~transferkit._graph.Probabilities` layer as training's losses
+compute them (cross-entropy with ``from_logits=True``), so per-example losses match
+``evaluate`` and survive probabilities that round to 1 in float32. A multi-label head's
+classes are averaged one by one: each class's mean probability over the views.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit._graph import Probabilities
 from transferkit._validation import as_int
 from transferkit.errors import InvalidArgumentError
 
@@ -36,9 +38,9 @@ __all__ = [
     "MAX_VIEWS",
     "average_views",
     "image_batches",
-    "log_probabilities",
     "predict_batch",
     "predict_probabilities",
+    "probabilities",
     "view_count",
     "views",
 ]
@@ -101,33 +103,27 @@ def views(images: Any, count: int) -> Any:
     )
 
 
-def log_probabilities(logits: np.ndarray, binary: bool) -> np.ndarray:
-    """Per-class log-probabilities (float64) from the classifier's logits.
-
-    A binary head has one logit ``z``: class 1 has ``log sigmoid(z)`` and class 0
-    ``log sigmoid(-z)``. Otherwise it is the log-softmax of the logits.
-    """
-    logits = np.asarray(logits, dtype=np.float64)
-    if binary:
-        z = logits[:, 0]
-        # log sigmoid(z) = -softplus(-z), computed without overflow.
-        return np.stack([-np.logaddexp(0.0, z), -np.logaddexp(0.0, -z)], axis=-1)
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return np.asarray(shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)))
-
-
 def average_views(log_probs: np.ndarray, count: int) -> np.ndarray:
-    """The log of the mean probability over each image's ``count`` consecutive views."""
+    """The log of the mean probability over each image's ``count`` consecutive views.
+
+    Any trailing shape is averaged element by element: a multi-label head's
+    ``(num_classes, 2)`` per view averages each class's yes and no probabilities.
+    """
     if count == 1:
         return log_probs
-    grouped = log_probs.reshape(-1, count, log_probs.shape[-1])
+    grouped = log_probs.reshape(-1, count, *log_probs.shape[1:])
     peak = grouped.max(axis=1, keepdims=True)
     mean = np.exp(grouped - peak).mean(axis=1, keepdims=True)
-    return np.asarray((peak + np.log(mean))[:, 0, :])
+    return np.asarray((peak + np.log(mean))[:, 0])
 
 
 def predict_batch(
-    model: keras.Model, images: Any, *, count: int, binary: bool, distributed: bool = False
+    model: keras.Model,
+    images: Any,
+    *,
+    count: int,
+    head: Probabilities,
+    distributed: bool = False,
 ) -> np.ndarray:
     """The log-probabilities of one batch of images, averaged over ``count`` views.
 
@@ -135,7 +131,8 @@ def predict_batch(
         model: the classifier's Keras model (raw pixels in, logits out).
         images: raw pixels of shape ``(batch, height, width, 3)``.
         count: views per image.
-        binary: whether the model has one logit for two classes.
+        head: the classifier's :class:`~transferkit._graph.Probabilities` layer; its
+            ``log_probabilities`` give the shape of the result.
         distributed: whether the model lives under a ``tf.distribute`` strategy; then the
             batch goes through ``model.predict``, which splits it across the replicas.
     """
@@ -144,7 +141,14 @@ def predict_batch(
         logits = model.predict(inputs, batch_size=int(inputs.shape[0]), verbose=0)
     else:
         logits = model.predict_on_batch(inputs)
-    return average_views(log_probabilities(np.asarray(logits), binary), count)
+    log_probs = keras.ops.convert_to_numpy(head.log_probabilities(logits))
+    return average_views(np.asarray(log_probs, np.float64), count)
+
+
+def probabilities(log_probs: np.ndarray, head: Probabilities) -> np.ndarray:
+    """What ``predict`` returns (float32) for log-probabilities from :func:`predict_batch`."""
+    chosen = log_probs[..., 1] if head.multi_label else log_probs  # a class's "yes"
+    return np.asarray(np.exp(chosen), dtype=np.float32)
 
 
 def image_batches(data: tf.data.Dataset | np.ndarray, batch_size: int) -> Iterator[Any]:
@@ -163,14 +167,15 @@ def predict_probabilities(
     *,
     batch_size: int,
     count: int,
-    binary: bool,
+    head: Probabilities,
     distributed: bool = False,
 ) -> np.ndarray:
     """Probabilities (float32) averaged over ``count`` views, read batch by batch."""
     parts = [
-        predict_batch(model, batch, count=count, binary=binary, distributed=distributed)
+        predict_batch(model, batch, count=count, head=head, distributed=distributed)
         for batch in image_batches(inputs, batch_size)
     ]
     if not parts:
-        return np.zeros((0, 2 if binary else int(model.output_shape[-1])), np.float32)
-    return np.asarray(np.exp(np.concatenate(parts)), dtype=np.float32)
+        columns = 2 if head.binary else int(model.output_shape[-1])
+        return np.zeros((0, columns), np.float32)
+    return probabilities(np.concatenate(parts), head)

@@ -13,26 +13,45 @@ zero (scikit-learn's ``zero_division=0``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tensorflow as tf
 
-from transferkit import _inputs, _tta, _validation
-from transferkit.data import from_directory
-from transferkit.errors import ClassNamesMismatchError, DataError, InvalidArgumentError
+from transferkit import _graph, _inputs, _interpret_shared, _tta, _validation
+from transferkit._interpret_multi_label import (
+    MultiLabelInterpretation,
+    MultiLabelTopLoss,
+    interpret_multi_label,
+)
+from transferkit._interpret_shared import (
+    InterpretationBase,
+    TopImages,
+    class_rows,
+    labeled_batches,
+    pairs,
+    report_table,
+)
+from transferkit.errors import DataError, InvalidArgumentError
 
 if TYPE_CHECKING:
+    import os
+    from pathlib import Path
+
     from transferkit.classifier import TransferClassifier
 
-__all__ = ["MAX_PLOTTED", "Interpretation", "TopLoss", "interpret"]
+__all__ = [
+    "MAX_PLOTTED",
+    "Interpretation",
+    "MultiLabelInterpretation",
+    "MultiLabelTopLoss",
+    "TopLoss",
+    "interpret",
+]
 
-#: How many of the highest-loss images an :class:`Interpretation` keeps for plotting.
-MAX_PLOTTED = 64
+#: How many of the highest-loss images an interpretation keeps for plotting.
+MAX_PLOTTED = _interpret_shared.MAX_PLOTTED
 _AVERAGES = ("macro avg", "weighted avg")
 
 
@@ -46,7 +65,7 @@ class TopLoss:
         label: its true class name.
         predicted: the predicted class name.
         probability: the probability of the predicted class.
-        path: its image file when the data was a folder, else None.
+        path: its image file when the data was a folder or a CSV table, else None.
     """
 
     index: int
@@ -57,7 +76,7 @@ class TopLoss:
     path: str | None = None
 
 
-class Interpretation:
+class Interpretation(InterpretationBase):
     """Predictions on labeled data, and what they say about the classifier's mistakes.
 
     Made by :func:`interpret` (or :meth:`~transferkit.TransferClassifier.interpret`); the
@@ -129,16 +148,6 @@ class Interpretation:
     # ------------------------------------------------------------------ numbers
 
     @property
-    def num_classes(self) -> int:
-        """The number of classes."""
-        return len(self.class_names)
-
-    @property
-    def loss(self) -> float:
-        """The mean loss, as ``evaluate`` reports it."""
-        return float(self.losses.mean()) if len(self.losses) else float("nan")
-
-    @property
     def accuracy(self) -> float:
         """The fraction of examples whose predicted class is the true one."""
         return float(np.mean(self.predictions == self.labels)) if len(self.labels) else 0.0
@@ -158,54 +167,26 @@ class Interpretation:
             one entry per class name (``{"precision", "recall", "f1-score",
             "support"}``), then ``"accuracy"``, ``"macro avg"`` and ``"weighted avg"``.
         """
-        true_positives, false_positives, false_negatives, support = self._class_counts()
-        precision = _ratio(true_positives, true_positives + false_positives)
-        recall = _ratio(true_positives, true_positives + false_negatives)
-        f1 = _ratio(2 * true_positives, 2 * true_positives + false_positives + false_negatives)
-        report: dict[str, Any] = {
-            name: _scores(precision[i], recall[i], f1[i], int(support[i]))
-            for i, name in enumerate(self.class_names)
-        }
-        total = int(support.sum())
-        report["accuracy"] = self.accuracy
-        report["macro avg"] = _scores(precision.mean(), recall.mean(), f1.mean(), total)
-        weights = support / total if total else np.zeros_like(precision)
-        report["weighted avg"] = _scores(
-            (precision * weights).sum(), (recall * weights).sum(), (f1 * weights).sum(), total
+        matrix = self.confusion_matrix
+        true_positives = np.diag(matrix)
+        report, macro, weighted = class_rows(
+            self.class_names,
+            true_positives,
+            matrix.sum(axis=0) - true_positives,
+            matrix.sum(axis=1) - true_positives,
         )
+        report["accuracy"] = self.accuracy
+        report["macro avg"] = macro
+        report["weighted avg"] = weighted
         return report
 
     def report_table(self, digits: int = 3) -> str:
         """The report as a text table, laid out like scikit-learn's."""
-        digits = _validation.non_negative_int("digits", digits)
-        report = self.report()
-        rows = [*self.class_names, *_AVERAGES]
-        width = max(len("weighted avg"), *(len(name) for name in rows))
-        header = f"{'':>{width}}  {'precision':>9}  {'recall':>9}  {'f1-score':>9}  {'support':>9}"
-        lines = [header, ""]
-        for name in rows:
-            if name == _AVERAGES[0]:
-                total = report["macro avg"]["support"]
-                accuracy = f"{report['accuracy']:.{digits}f}"
-                lines += ["", f"{'accuracy':>{width}}  {'':>9}  {'':>9}  {accuracy:>9}  {total:>9}"]
-            row = report[name]
-            numbers = "  ".join(
-                f"{row[key]:>9.{digits}f}" for key in ("precision", "recall", "f1-score")
-            )
-            lines.append(f"{name:>{width}}  {numbers}  {row['support']:>9}")
-        return "\n".join(lines)
+        return report_table(self.report(), self.class_names, _AVERAGES, digits, "accuracy")
 
-    def _class_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        # Per-class one-vs-rest counts; a multi-label interpretation would count each label
-        # column the same way and reuse report() unchanged.
-        matrix = self.confusion_matrix
-        true_positives = np.diag(matrix)
-        return (
-            true_positives,
-            matrix.sum(axis=0) - true_positives,
-            matrix.sum(axis=1) - true_positives,
-            matrix.sum(axis=1),
-        )
+    def scores(self) -> dict[str, float]:
+        """The numbers :meth:`~transferkit.TransferClassifier.evaluate` returns."""
+        return {"loss": self.loss, "accuracy": self.accuracy}
 
     # ------------------------------------------------------------------ mistakes
 
@@ -215,8 +196,6 @@ class Interpretation:
         Args:
             k: int. How many. Defaults to 9 (fewer if there are fewer examples).
         """
-        k = _validation.positive_int("k", k)
-        order = _loss_order(self.losses, np.arange(len(self.losses)))[:k]
         return [
             TopLoss(
                 index=int(i),
@@ -224,9 +203,9 @@ class Interpretation:
                 label=self.class_names[self.labels[i]],
                 predicted=self.class_names[self.predictions[i]],
                 probability=float(self.probabilities[i, self.predictions[i]]),
-                path=None if self.paths is None else self.paths[i],
+                path=self._path(i),
             )
-            for i in order
+            for i in self._top_indices(k)
         ]
 
     def most_confused(self, min_count: int = 1) -> list[tuple[str, str, int]]:
@@ -245,23 +224,6 @@ class Interpretation:
         ]
         return sorted(pairs, key=lambda pair: -pair[2])  # stable: class order among ties
 
-    def top_loss_images(self, k: int) -> np.ndarray:
-        """The raw pixels (uint8) of the ``k`` highest-loss examples, highest first.
-
-        Raises:
-            InvalidArgumentError: ``k`` exceeds the images kept (:data:`MAX_PLOTTED`).
-        """
-        k = _validation.positive_int("k", k)
-        top = self.top_losses(k)
-        missing = [t.index for t in top if t.index not in self._top_images]
-        if missing:
-            msg = (
-                f"Only the images of the {len(self._top_images)} highest losses are kept "
-                f"(at most {MAX_PLOTTED}); ask for fewer. Received: k={k}"
-            )
-            raise InvalidArgumentError(msg)
-        return np.stack([self._top_images[t.index] for t in top])
-
     # ------------------------------------------------------------------ figures
 
     def plot_confusion_matrix(
@@ -271,15 +233,6 @@ class Interpretation:
         from transferkit import plot
 
         return plot.confusion_matrix(self, path, normalize=normalize)
-
-    def plot_top_losses(self, k: int, path: str | os.PathLike[str]) -> Path:
-        """Draws the ``k`` highest-loss images; see :func:`transferkit.plot.top_losses`."""
-        from transferkit import plot
-
-        return plot.top_losses(self, k, path)
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
     def __repr__(self) -> str:
         return (
@@ -294,40 +247,47 @@ def interpret(
     *,
     batch_size: int = 32,
     tta: bool | int = False,
-) -> Interpretation:
+) -> Interpretation | MultiLabelInterpretation:
     """Predicts labeled data once and returns what the predictions say about mistakes.
 
     The data is read batch by batch and never held in memory at once; a folder is read in
-    a fixed order (class by class, files sorted), and its file paths are kept.
+    a fixed order (class by class, files sorted), and its file paths are kept, as are a
+    CSV table's (the training set of :func:`transferkit.data.from_csv`, read in table
+    order).
 
     Args:
         classifier: a :class:`~transferkit.TransferClassifier`.
-        data: a ``tf.data.Dataset`` of ``(images, integer labels)`` batches, an ``(x, y)``
+        data: a ``tf.data.Dataset`` of ``(images, labels)`` batches, an ``(x, y)``
             pair of arrays, or the path of a folder with one subfolder of images per
-            class, as for :meth:`~transferkit.TransferClassifier.evaluate`.
+            class, as for :meth:`~transferkit.TransferClassifier.evaluate`. Labels are
+            class indices, or multi-hot rows for a multi-label classifier.
         batch_size: int. Batch size for arrays and folders. Defaults to 32.
         tta: bool or int. Test-time augmentation: average the probabilities of this many
             views of each image (True: the image and its mirror image; see
             :meth:`~transferkit.TransferClassifier.predict`). Defaults to False.
 
     Returns:
-        An :class:`Interpretation`.
+        An :class:`Interpretation`; for a multi-label classifier a
+        :class:`MultiLabelInterpretation`.
 
     Raises:
-        DataError: the data is malformed, or its labels are not class indices.
+        DataError: the data is malformed, or its labels are not class indices (multi-hot
+            rows for a multi-label classifier).
         ClassNamesMismatchError: the data's class names are not the classifier's.
     """
     batch_size = _validation.positive_int("batch_size", batch_size)
     count = _tta.view_count(tta)
-    dataset, paths, names = _labeled_batches(classifier, data, batch_size)
-    binary = classifier.num_classes == 2
+    if classifier.multi_label:
+        return interpret_multi_label(classifier, data, batch_size=batch_size, views=count)
+    dataset, paths, names = labeled_batches(classifier, data, batch_size)
+    head = _graph.Probabilities(classifier.is_binary)
     distributed = classifier.strategy is not None
     log_probs, labels = [], []
-    kept = _TopImages(MAX_PLOTTED)
+    kept = TopImages(MAX_PLOTTED)
     seen = 0
-    for images, batch_labels in _pairs(dataset):
+    for images, batch_labels in pairs(dataset):
         batch = _tta.predict_batch(
-            classifier.model, images, count=count, binary=binary, distributed=distributed
+            classifier.model, images, count=count, head=head, distributed=distributed
         )
         truth = _check_labels(batch_labels, classifier.num_classes)
         log_probs.append(batch)
@@ -345,109 +305,6 @@ def interpret(
         views=count,
         top_images=kept.images(),
     )
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-class _TopImages:
-    """The images of the highest losses seen so far, in the order of top_losses()."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._indices = np.zeros(0, np.int64)
-        self._losses = np.zeros(0, np.float64)
-        self._images: list[np.ndarray] = []
-
-    def update(self, losses: np.ndarray, offset: int, images: Any) -> None:
-        indices = np.concatenate([self._indices, offset + np.arange(len(losses))])
-        all_losses = np.concatenate([self._losses, losses])
-        keep = _loss_order(all_losses, indices)[: self._size]
-        pixels = np.asarray(images)
-        pool = self._images + [None] * len(losses)  # new images converted only if kept
-        self._images = [
-            pool[j] if j < len(self._indices) else _uint8(pixels[j - len(self._indices)])
-            for j in keep
-        ]
-        self._indices, self._losses = indices[keep], all_losses[keep]
-
-    def images(self) -> dict[int, np.ndarray]:
-        return {int(i): image for i, image in zip(self._indices, self._images, strict=True)}
-
-
-def _loss_order(losses: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    return np.lexsort((indices, -losses))  # highest loss first, then by index
-
-
-def _uint8(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(image), 0, 255).astype(np.uint8)
-
-
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    numerator = numerator.astype(np.float64)
-    safe = np.where(denominator > 0, denominator, 1)
-    return np.where(denominator > 0, numerator / safe, 0.0)
-
-
-def _scores(precision: float, recall: float, f1: float, support: int) -> dict[str, Any]:
-    return {
-        "precision": float(precision),
-        "recall": float(recall),
-        "f1-score": float(f1),
-        "support": support,
-    }
-
-
-def _labeled_batches(
-    classifier: TransferClassifier, data: _inputs.LabeledData, batch_size: int
-) -> tuple[tf.data.Dataset, list[str] | None, list[str]]:
-    """The data as (images, labels) batches in a fixed order, its file paths, class names."""
-    names = list(classifier.class_names or [str(i) for i in range(classifier.num_classes)])
-    if isinstance(data, (str, os.PathLike)):
-        folder = from_directory(
-            data,
-            classifier.image_size,
-            batch_size,
-            class_names=classifier.class_names,
-            shuffle=False,
-        )
-        if folder.validation is not None or folder.test is not None:
-            msg = (
-                "data is a folder of train/ and validation/ (or test/) folders; pass one of "
-                f"them, such as {os.path.join(data, 'validation')!r}. "
-                f"Received: data={os.fspath(data)!r}"
-            )
-            raise DataError(msg)
-        dataset = folder.train
-    else:
-        dataset = _inputs.as_labeled_dataset(
-            data,
-            image_size=classifier.image_size,
-            num_classes=classifier.num_classes,
-            batch_size=batch_size,
-            shuffle=False,
-            name="data",
-        )
-    found = getattr(data if isinstance(data, tf.data.Dataset) else dataset, "class_names", None)
-    if found is not None:
-        found = [str(n) for n in found]
-        if len(found) != classifier.num_classes or (
-            classifier.class_names is not None and found != list(classifier.class_names)
-        ):
-            msg = (
-                f"data has the classes {found} but the classifier has {names}; labels are "
-                "indices into the class names, so they must be the same names in the same "
-                f"order. Received: data with class_names={found}"
-            )
-            raise ClassNamesMismatchError(msg)
-        names = found
-    paths = getattr(dataset, "file_paths", None)
-    return dataset, None if paths is None else list(paths), names
-
-
-def _pairs(dataset: tf.data.Dataset) -> Any:
-    for element in dataset:
-        yield element[0], element[1]  # a third element (sample weights) is ignored
 
 
 def _check_labels(labels: Any, num_classes: int) -> np.ndarray:

@@ -20,10 +20,18 @@ from transferkit.classifier import TransferClassifier
 from transferkit.data import list_images, load_images
 from transferkit.errors import DataError, InvalidArgumentError, MissingDependencyError
 from transferkit.history import TrainingHistory
-from transferkit.interpret import Interpretation
+from transferkit.interpret import Interpretation, MultiLabelInterpretation
 from transferkit.lr_finder import LearningRateFinderResult
 
-__all__ = ["confusion_matrix", "grad_cam", "history", "learning_rates", "predictions", "top_losses"]
+__all__ = [
+    "confusion_matrices",
+    "confusion_matrix",
+    "grad_cam",
+    "history",
+    "learning_rates",
+    "predictions",
+    "top_losses",
+]
 
 _RIGHT = "tab:green"
 _WRONG = "tab:red"
@@ -194,14 +202,67 @@ def confusion_matrix(
     return target
 
 
-def top_losses(interpretation: Interpretation, k: int, path: str | os.PathLike[str]) -> Path:
+def confusion_matrices(
+    interpretation: MultiLabelInterpretation, path: str | os.PathLike[str]
+) -> Path:
+    """Draws a multi-label classifier's 2x2 counts, one small matrix per class.
+
+    Each class's matrix has the true answer in rows (no, yes) and the predicted one in
+    columns, at the class's threshold, titled with its F1 score; colors are fractions of
+    the images, so classes compare at a glance.
+
+    Args:
+        interpretation: a :class:`~transferkit.interpret.MultiLabelInterpretation`.
+        path: the image file to write; the suffix picks the format.
+
+    Returns:
+        The path written.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed.
+        InvalidArgumentError: the folder of ``path`` does not exist.
+    """
+    new_figure = _figure_maker()
+    target = _target(path)
+    counts = interpretation.confusion_matrices
+    report = interpretation.report()
+    names = interpretation.class_names
+    columns = min(len(names), 4)
+    rows = math.ceil(len(names) / columns)
+    figure = new_figure(figsize=(2.6 * columns, 2.6 * rows))
+    total = max(len(interpretation), 1)
+    for index, axes in enumerate(figure.subplots(rows, columns, squeeze=False).ravel()):
+        if index >= len(names):
+            axes.axis("off")
+            continue
+        axes.imshow(counts[index] / total, cmap="Blues", vmin=0, vmax=1)
+        for (row, column), value in np.ndenumerate(counts[index]):
+            color = "white" if value / total > 0.5 else "black"
+            axes.text(column, row, str(value), ha="center", va="center", color=color)
+        axes.set_xticks([0, 1], labels=["no", "yes"])
+        axes.set_yticks([0, 1], labels=["no", "yes"])
+        axes.set_title(f"{names[index]} (F1 {report[names[index]]['f1-score']:.2f})", fontsize=10)
+    figure.supxlabel("Predicted")
+    figure.supylabel("True")
+    figure.savefig(target, dpi=100)
+    return target
+
+
+def top_losses(
+    interpretation: Interpretation | MultiLabelInterpretation,
+    k: int,
+    path: str | os.PathLike[str],
+) -> Path:
     """Draws the ``k`` highest-loss images, titled predicted/true/loss/probability.
 
     Titles are red for a wrong prediction and green for a right one (still among the
-    highest losses, with a low probability).
+    highest losses, with a low probability). A multi-label interpretation's titles give
+    the predicted classes, then the true ones and the loss; red unless the two sets are
+    equal.
 
     Args:
-        interpretation: an :class:`~transferkit.interpret.Interpretation`.
+        interpretation: an :class:`~transferkit.interpret.Interpretation` or a
+            :class:`~transferkit.interpret.MultiLabelInterpretation`.
         k: int. How many images, at most :data:`~transferkit.interpret.MAX_PLOTTED`.
         path: the image file to write; the suffix picks the format.
 
@@ -216,13 +277,25 @@ def top_losses(interpretation: Interpretation, k: int, path: str | os.PathLike[s
     new_figure = _figure_maker()
     target = _target(path)
     pixels = interpretation.top_loss_images(k)
-    rows = interpretation.top_losses(k)
-    titles = [
-        f"{row.predicted}/{row.label}\nloss {row.loss:.2f}, p {row.probability:.2f}" for row in rows
-    ]
-    colors = [_RIGHT if row.label == row.predicted else _WRONG for row in rows]
+    if isinstance(interpretation, MultiLabelInterpretation):
+        found = interpretation.top_losses(k)
+        titles = [
+            f"{', '.join(row.predicted) or '(none)'}\ntrue: {', '.join(row.labels) or '(none)'}"
+            f", loss {row.loss:.2f}"
+            for row in found
+        ]
+        colors = [_RIGHT if row.labels == row.predicted else _WRONG for row in found]
+        heading = "Predicted classes; true classes, loss"
+    else:
+        rows = interpretation.top_losses(k)
+        titles = [
+            f"{row.predicted}/{row.label}\nloss {row.loss:.2f}, p {row.probability:.2f}"
+            for row in rows
+        ]
+        colors = [_RIGHT if row.label == row.predicted else _WRONG for row in rows]
+        heading = "Prediction/true class, loss, probability of the prediction"
     figure = _image_grid(new_figure, pixels, titles, colors)
-    figure.suptitle("Prediction/true class, loss, probability of the prediction")
+    figure.suptitle(heading)
     figure.savefig(target, dpi=100)
     return target
 
