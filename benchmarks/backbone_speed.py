@@ -3,6 +3,7 @@
 Random weights (nothing is downloaded): the time depends on the architecture, not the weights.
 The keras-hub transformers are built from their constructors with the published sizes of the
 presets named in the output. Run: python benchmarks/backbone_speed.py [--size 112] [--batch 8]
+[--models resnet50,swin]
 """
 
 from __future__ import annotations
@@ -45,6 +46,25 @@ def siglip_vision(size: int) -> keras.Model:
     )  # fmt: skip
 
 
+def swin_tiny(size: int) -> keras.Model:
+    # 27,519,354 parameters: exactly keras-hub's metadata of swin_tiny_patch4_window7_224.
+    # At 112 px its last stage (3x3) is below its 7x7 window, which keras-hub cannot run.
+    return keras_hub.models.SwinTransformerBackbone(
+        image_shape=(size, size, 3), embed_dim=96, depths=(2, 2, 6, 2),
+        num_heads=(3, 6, 12, 24), window_size=7,
+    )  # fmt: skip
+
+
+def mit_b0(size: int) -> keras.Model:
+    # SegFormer's MiT-B0: 3,319,392 parameters; keras-hub's metadata of mit_b0 says 3,321,962.
+    return keras_hub.models.MiTBackbone(
+        layerwise_depths=[2, 2, 2, 2], num_layers=4, layerwise_num_heads=[1, 2, 5, 8],
+        layerwise_sr_ratios=[8, 4, 2, 1], max_drop_path_rate=0.1,
+        layerwise_patch_sizes=[7, 3, 3, 3], layerwise_strides=[4, 2, 2, 2],
+        image_shape=(size, size, 3), hidden_dims=[32, 64, 160, 256],
+    )  # fmt: skip
+
+
 MODELS = {
     "mobilenet_v2": lambda s: applications("MobileNetV2", s),
     "efficientnet_b0": lambda s: applications("EfficientNetB0", s),
@@ -54,6 +74,8 @@ MODELS = {
     "keras_hub:dinov2_base (ViT-B/14)": lambda s: dinov2(s, 12, 12, 768),
     "keras_hub:vit_base_patch16_224_imagenet (ViT-B/16)": lambda s: vit(s, 16, 12, 12, 768, 3072),
     "keras_hub:siglip_base_patch16_224 (vision tower)": siglip_vision,
+    "keras_hub:mit_b0_ade20k_512 (MiT-B0)": mit_b0,
+    "keras_hub:swin_tiny_patch4_window7_224 (Swin-T)": swin_tiny,
 }
 
 
@@ -62,11 +84,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", default="", help="comma-separated parts of names to run")
     args = parser.parse_args()
+    wanted = [part for part in args.models.split(",") if part]
     images = np.random.default_rng(0).uniform(-1, 1, (args.batch, args.size, args.size, 3))
     images = images.astype("float32")
     print(f"{keras.backend.backend()} backend, {os.cpu_count()} CPUs, size {args.size}")
     for name, build in MODELS.items():
+        if wanted and not any(part in name for part in wanted):
+            continue
         model = build(args.size)
         model.predict_on_batch(images)  # trace and warm up
         best = float("inf")

@@ -10,8 +10,14 @@ backbone built with ``include_top=False`` that is its last convolutional feature
 its last activation. A plugin backbone whose output is not that map (or a user who wants an
 earlier, finer one) names a backbone layer with ``layer=``. Backbones whose output is a
 sequence of tokens ``(batch, tokens, channels)`` (vision transformers) are turned into a
-map by ``to_spatial``; the default drops the leading class or register tokens and lays the
-rest out as a grid of the image's aspect ratio.
+map by ``to_spatial``; the default is the backbone spec's own grid
+(:meth:`~transferkit.Backbone.patch_grid`: keras-hub ViT, DeiT, DINOv2, SigLIP, CLIP, Swin,
+special tokens left out) and, for tokens whose layout names no patch size,
+:func:`tokens_to_map`, which guesses the special tokens from the token count. With a
+class-token head (``pooling="cls"``) the map is the *input* of the backbone's last block: the
+score reads the class token alone, so the output's patch tokens get no gradient at all, and
+they reach the class token through that block's attention (as pytorch-grad-cam does for
+ViTs).
 
 The maps are computed with ``tf.GradientTape`` on sub-models built from the classifier's
 own layers (the backbone in inference mode, then its pooling, dropout and logits layers),
@@ -20,8 +26,9 @@ so they need no copy of the weights, and the classifier is left unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -30,19 +37,18 @@ import tensorflow as tf
 
 from transferkit import _inputs, _tta, _validation
 from transferkit.errors import InvalidArgumentError, UnknownLayerError
+from transferkit.pooling import PatchGrid, TokenPooling
 
 if TYPE_CHECKING:
     import os  # noqa: F401  # named by _inputs.Images, for Sphinx to resolve the hint
 
+    from transferkit.backbone import Backbone
     from transferkit.classifier import TransferClassifier
 
 __all__ = ["SpatialFn", "grad_cam", "tokens_to_map"]
 
 #: Turns a backbone layer's output into a ``(batch, rows, columns, channels)`` map.
 SpatialFn = Callable[[Any, tuple[int, int]], Any]
-# Per backbone family, how its output becomes a map when the generic rule does not fit
-# (keras-hub transformer families register theirs here).
-_SPATIAL_BY_FAMILY: dict[str, SpatialFn] = {}
 _MAX_PREFIX_TOKENS = 8
 
 
@@ -70,8 +76,9 @@ def grad_cam(
         to_spatial: a function ``(output, (height, width)) -> map`` that turns the layer's
             output into a ``(batch, rows, columns, channels)`` map, given the input size.
             It must only select and rearrange values (it is applied to the gradient too).
-            Defaults to the output itself when it is 4D, and to :func:`tokens_to_map` for
-            a sequence of tokens.
+            Defaults to the output itself when it is 4D; for a sequence of tokens, to the
+            backbone's patch grid (:meth:`~transferkit.Backbone.patch_grid`), or to
+            :func:`tokens_to_map` where its layout names no patch size.
         batch_size: int. Images per gradient computation. Defaults to 32.
 
     Returns:
@@ -131,7 +138,7 @@ def tokens_to_map(tokens: Any, image_size: tuple[int, int]) -> Any:
         >>> tuple(tokens_to_map(np.zeros((2, 197, 8), "float32"), (224, 224)).shape)
         (2, 14, 14, 8)
     """
-    total, channels = int(tokens.shape[1]), int(tokens.shape[2])
+    total = int(tokens.shape[1])
     height, width = image_size
     for prefix in range(min(_MAX_PREFIX_TOKENS, total - 1) + 1):
         patches = total - prefix
@@ -139,8 +146,7 @@ def tokens_to_map(tokens: Any, image_size: tuple[int, int]) -> Any:
         if columns > 0 and patches % columns == 0:
             rows = patches // columns
             if rows * width == columns * height:  # the patches tile the image's shape
-                grid = tokens[:, prefix:, :]
-                return keras.ops.reshape(grid, (-1, rows, columns, channels))
+                return PatchGrid(rows, columns)(tokens)  # the last rows x columns tokens
     msg = (
         f"Cannot lay {total} tokens out as a grid of a {height}x{width} image after "
         f"dropping up to {_MAX_PREFIX_TOKENS} leading tokens; pass to_spatial= to say how. "
@@ -181,8 +187,14 @@ class _CamModel:
             )
             self._split = True
         self._head = classifier.head_layers
-        family = classifier.spec.family
-        self._to_spatial = to_spatial or _SPATIAL_BY_FAMILY.get(family, _default_to_spatial)
+        # A class-token head reads one token of the output, so the output's patch tokens get
+        # no gradient; they reach the score through the last block's attention. Its input is
+        # the map then (pytorch-grad-cam's choice for ViTs: the last block's first norm).
+        self._last_block = None
+        pooling = self._head[0]
+        if layer is None and isinstance(pooling, TokenPooling) and pooling.mode == "cls":
+            self._last_block = classifier.spec.layout_of(backbone).blocks[-1][0]
+        self._to_spatial = to_spatial or _default_to_spatial(classifier.spec, backbone, layer)
 
     def __call__(self, images: Any, classes: np.ndarray | None) -> np.ndarray:
         # Eager: tracing a graph of the backbone costs more than a few eager batches.
@@ -195,10 +207,13 @@ class _CamModel:
         with tf.GradientTape() as tape:
             # The backbone is frozen (nothing watched by default): record from the input on.
             tape.watch(pixels)
-            if self._split:
-                raw_map, output = self._features(pixels, training=False)
-            else:
-                raw_map = output = self._features(pixels, training=False)
+            with _recording_input(self._last_block, tape) as block_inputs:
+                if self._split:
+                    raw_map, output = self._features(pixels, training=False)
+                else:
+                    raw_map = output = self._features(pixels, training=False)
+            if block_inputs:
+                raw_map = block_inputs[0]
             logits = output
             for head_layer in self._head:
                 logits = head_layer(logits, training=False)
@@ -229,10 +244,37 @@ class _CamModel:
         return tf.reduce_sum(tf.gather(logits, wanted, axis=1, batch_dims=1))
 
 
-def _default_to_spatial(output: Any, image_size: tuple[int, int]) -> Any:
-    if len(output.shape) == 3:
-        return tokens_to_map(output, image_size)
-    return output
+@contextlib.contextmanager
+def _recording_input(
+    layer: keras.layers.Layer | None, tape: tf.GradientTape
+) -> Iterator[list[Any]]:
+    """Watches and collects the first input of each (eager) call of ``layer``."""
+    inputs: list[Any] = []
+    if layer is None:
+        yield inputs
+        return
+    call = layer.call
+
+    def recording(first: Any, *args: Any, **kwargs: Any) -> Any:
+        tape.watch(first)
+        inputs.append(first)
+        return call(first, *args, **kwargs)
+
+    layer.call = recording  # Layer.__call__ looks `call` up on the instance first
+    try:
+        yield inputs
+    finally:
+        del layer.call
+
+
+def _default_to_spatial(spec: Backbone, backbone: keras.Model, layer: str | None) -> SpatialFn:
+    output = backbone.output if layer is None else backbone.get_layer(layer).output
+    if len(output.shape) != 3:
+        return lambda values, image_size: values
+    grid = spec.patch_grid(backbone) if spec.layout_of(backbone).patch_size else None
+    if layer is None and grid is not None:  # the backbone's own: its special tokens are known
+        return lambda values, image_size: grid(values)
+    return tokens_to_map
 
 
 def _class_indices(

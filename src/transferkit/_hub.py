@@ -20,7 +20,6 @@ import importlib.util
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -28,7 +27,8 @@ from typing import Any
 
 import keras
 
-from transferkit.backbone import Backbone, BackboneLayout
+from transferkit._hub_families import FAMILIES, features_of, layout
+from transferkit.backbone import Backbone
 from transferkit.errors import (
     InvalidArgumentError,
     InvalidImageSizeError,
@@ -53,57 +53,6 @@ __all__ = [
 PREFIX = "keras_hub:"
 _INSTALL = "pip install 'transferkit[hub]'"
 _DEFAULT_SIZE = 224
-
-
-@dataclass(frozen=True)
-class _Family:
-    """How transferkit uses one keras-hub backbone class (one row of :data:`_FAMILIES`)."""
-
-    name: str
-    pooling: str  # the default pooling, documented per family in docs/backbones_hub.rst
-    # Position embeddings learned for one size: pretrained weights exist at the preset's size only.
-    fixed_size: bool = False
-    shape_argument: str | None = "image_shape"  # the constructor argument of the input shape
-    vision_tower: bool = False  # a two-tower (image-text) model: use its vision encoder
-    tokens_from: str | None = None  # take the tokens from this layer, before a pooling head
-    # Class names or layer-name suffixes of the layers before the first block (the stem) and
-    # of the blocks; empty blocks means one block per layer of the keras-hub network.
-    stem: tuple[str, ...] = ()
-    blocks: tuple[str, ...] = ()
-    # The special tokens before the patch tokens, from the network's configuration.
-    prefix_tokens: Callable[[Callable[[str], Any]], int] = lambda config: 0
-
-
-# fmt: off
-_FAMILIES: dict[str, _Family] = {
-    "ViTBackbone": _Family(
-        "vit", "cls", fixed_size=True, stem=("ViTPatchingAndEmbedding",),
-        blocks=("ViTEncoderBlock",), prefix_tokens=lambda c: int(c("use_class_token"))),
-    "DeiTBackbone": _Family(
-        "deit", "cls", fixed_size=True, stem=("DeiTEmbeddings",), blocks=("DeiTEncoderBlock",),
-        prefix_tokens=lambda c: 2),  # class and distillation tokens
-    "DINOV2Backbone": _Family(
-        "dinov2", "cls", stem=("DINOV2Embedding",), blocks=("DINOV2Layer",),
-        prefix_tokens=lambda c: 1 + c("num_register_tokens")),
-    "DINOV3Backbone": _Family(
-        "dinov3", "cls", stem=("DINOV3Embedding",), blocks=("DINOV3Layer",),
-        prefix_tokens=lambda c: 1 + c("num_register_tokens")),
-    "SigLIPBackbone": _Family(
-        "siglip", "mean", fixed_size=True, shape_argument=None, vision_tower=True,
-        tokens_from="post_layer_norm", stem=("SigLIPVisionEmbedding",),
-        blocks=("SigLIPEncoderLayer",)),
-    "CLIPBackbone": _Family(
-        "clip", "cls", fixed_size=True, shape_argument=None, vision_tower=True,
-        stem=("CLIPVisionEmbedding", "pre_layer_norm"), blocks=("CLIPEncoderLayer",),
-        prefix_tokens=lambda c: 1),
-    "ResNetBackbone": _Family("resnet", "avg"),
-    "EfficientNetBackbone": _Family("efficientnet", "avg", shape_argument="input_shape"),
-    "MobileNetBackbone": _Family("mobilenet", "avg"),
-    "DenseNetBackbone": _Family("densenet", "avg"),
-    "VGGBackbone": _Family("vgg", "avg"),
-    "XceptionBackbone": _Family("xception", "avg"),
-}
-# fmt: on
 
 
 def available() -> bool:
@@ -154,7 +103,7 @@ def _presets_of(keras_hub: ModuleType) -> tuple[tuple[str, dict[str, Any], str],
     # keras-hub registers its presets once, at import; reading them scans its classes.
     return tuple(
         (preset, entry.get("metadata", {}), class_name)
-        for class_name in _FAMILIES
+        for class_name in FAMILIES
         for preset, entry in getattr(keras_hub.models, class_name).presets.items()
     )
 
@@ -176,7 +125,7 @@ def preset_rows() -> list[dict[str, Any]]:
                 "default_image_size": spec.default_image_size,
                 "parameters": spec.parameters,
                 "pooling": spec.pooling,
-                "fixed_size": _FAMILIES[class_name].fixed_size,
+                "fixed_size": FAMILIES[class_name].fixed_size,
                 "description": " ".join(str(metadata.get("description", "")).split()),
                 "model_card": metadata.get("model_card"),
             }
@@ -205,40 +154,44 @@ def backbone(name: str) -> Backbone:
     hint = f"Did you mean {' or '.join(map(repr, near))}? " if near else ""
     msg = (
         f"Unknown keras-hub backbone {name!r}: not an image preset of a supported family "
-        f"({', '.join(sorted(f.name for f in _FAMILIES.values()))}) nor a local preset folder. "
+        f"({', '.join(sorted(f.name for f in FAMILIES.values()))}) nor a local preset folder. "
         f"{hint}See transferkit.list_backbones('keras_hub:*'). Received: backbone={name!r}"
     )
     raise UnknownBackboneError(msg)
 
 
-def _size_from_name(preset: str, fixed_size: bool) -> int:
-    # Fixed-size presets name their resolution (vit_base_patch16_384_imagenet, siglip_..._256);
-    # in CNN names a number is a depth (resnet_101), so only an explicit "_r240_" counts there.
-    pattern = r"_(\d{3})(?=_|$)" if fixed_size else r"_r(\d{3})(?=_|$)"
+def _size_from_name(preset: str, class_name: str) -> int:
+    # Fixed-size presets name their resolution (vit_base_patch16_384_imagenet, siglip_..._256,
+    # mit_b0_cityscapes_1024); in CNN names a number is a depth (resnet_101), so only an
+    # explicit "_r240_" counts there.
+    family = FAMILIES[class_name]
+    named = family.fixed_size or family.size_in_name
+    pattern = r"_(\d{3,4})(?=_|$)" if named else r"_r(\d{3})(?=_|$)"
     found = re.findall(pattern, preset)
-    return int(found[-1]) if found else _DEFAULT_SIZE
+    return int(found[-1]) if found else family.default_size or _DEFAULT_SIZE
 
 
 def _spec_from_metadata(preset: str, metadata: dict[str, Any], class_name: str) -> Backbone:
-    size = _size_from_name(preset, _FAMILIES[class_name].fixed_size)
+    size = _size_from_name(preset, class_name)
     return _spec(PREFIX + preset, preset, class_name, size, metadata.get("params"))
 
 
 def _spec_from_folder(keras_hub: ModuleType, folder: str) -> Backbone:
     config = _folder_config(folder)
     class_name = str(config.get("class_name", ""))
-    if class_name not in _FAMILIES:
+    if class_name not in FAMILIES:
         msg = (
             f"The preset folder {folder!r} holds a {class_name or 'non-keras-hub'} model; "
             f"transferkit uses keras-hub image backbones of the classes "
-            f"{', '.join(sorted(_FAMILIES))}. Received: backbone={folder!r}"
+            f"{', '.join(sorted(FAMILIES))}. Received: backbone={folder!r}"
         )
         raise InvalidArgumentError(msg)
     inner = config.get("config", {})
-    if _FAMILIES[class_name].vision_tower:
+    if FAMILIES[class_name].vision_tower:
         inner = inner.get("vision_encoder", {}).get("config", {})
     shape = inner.get("image_shape") or inner.get("input_shape") or (None,)
-    size = shape[0] if isinstance(shape[0], int) else _DEFAULT_SIZE
+    default = FAMILIES[class_name].default_size or _DEFAULT_SIZE
+    size = shape[0] if isinstance(shape[0], int) else default
     path = os.path.abspath(folder)
     return _spec(PREFIX + path, path, class_name, size, None)
 
@@ -252,7 +205,7 @@ def _folder_config(folder: str) -> dict[str, Any]:
 
 
 def _spec(name: str, preset: str, class_name: str, size: int, params: Any) -> Backbone:
-    family = _FAMILIES[class_name]
+    family = FAMILIES[class_name]
     return Backbone(
         name=name,
         constructor=_Constructor(preset, class_name, size),
@@ -288,7 +241,7 @@ class _Constructor:
         **kwargs: Any,
     ) -> keras.Model:
         keras_hub = import_keras_hub(f"The backbone {self.preset!r}")
-        family = _FAMILIES[self.class_name]
+        family = FAMILIES[self.class_name]
         height, width = int(input_shape[0]), int(input_shape[1])
         load_weights = weights is not None
         # Position embeddings learned at one size: the weights load at that size only (and a
@@ -312,21 +265,12 @@ class _Constructor:
             converter = keras_hub.layers.ImageConverter.from_preset(self.preset)
         except Exception as exc:
             raise _loading_error(self.preset, (height, width), exc) from exc
-        if family.vision_tower:
-            network = network.vision_encoder
-        if family.tokens_from is not None:
-            tokens = network.get_layer(_full_name(network, family.tokens_from)).output
-            network = keras.Model(network.input, tokens, name=f"{network.name}_tokens")
+        network = features_of(network, family)
         inputs = keras.Input((height, width, 3), name="images")
         x = ImageRescaling(converter.scale, converter.offset, name="converter_rescaling")(inputs)
         # Some networks take a dict of one input ("images", or DINOv3's "pixel_values").
         outputs = network({next(iter(network.input)): x} if isinstance(network.input, dict) else x)
         return keras.Model(inputs, outputs, name=_model_name(self.preset))
-
-
-def _full_name(network: keras.Model, suffix: str) -> str:
-    # SigLIP prefixes its layer names with the encoder's name.
-    return next(str(layer.name) for layer in network.layers if layer.name.endswith(suffix))
 
 
 def _model_name(preset: str) -> str:
@@ -339,8 +283,9 @@ def _loading_error(preset: str, size: tuple[int, int], exc: Exception) -> Except
     if not isinstance(exc, OSError):  # requests' and kagglehub's network errors are OSErrors
         return InvalidArgumentError(
             f"keras-hub could not build the preset {preset!r} at image size {size} ({cause}). "
-            "Transformers need sides that are multiples of their patch size, and DINOv2 "
-            "square images. "
+            "Transformers need sides that are multiples of their patch size, hierarchical "
+            "ones (MiT, Swin) sides that halve evenly at every stage (multiples of 32 for the "
+            "presets), and DINOv2 square images. "
             f"Received: backbone={preset!r}, image_size={size}"
         )
     if os.path.isdir(preset):
@@ -357,67 +302,3 @@ def _loading_error(preset: str, size: tuple[int, int], exc: Exception) -> Except
         "copy the folder here and pass its path as the backbone. "
         f"Received: backbone={PREFIX + preset!r}"
     )
-
-
-def layout(model: keras.Model) -> BackboneLayout:
-    """The blocks and special tokens of a keras-hub backbone built (or loaded) by transferkit.
-
-    The family is recognized from the model itself (the keras-hub class, or its block
-    layers), so a classifier loaded from a file finds its blocks without the preset.
-    """
-    network = _network(model)
-    family = _FAMILIES.get(type(network).__name__) or next(
-        (f for f in _FAMILIES.values() if f.blocks and _has_layer(network, f.blocks)), None
-    )
-    if family is None or not family.blocks:
-        return BackboneLayout(blocks=tuple((layer,) for layer in network.layers))
-    stem: list[keras.layers.Layer] = []
-    blocks: list[tuple[keras.layers.Layer, ...]] = []
-    for layer in _walk(network):
-        if _matches(layer, family.stem):
-            stem.append(layer)
-        elif _matches(layer, family.blocks):
-            blocks.append((layer,))
-    patch = _attribute(network, "patch_size")
-    return BackboneLayout(
-        blocks=((tuple(stem),) if stem else ()) + tuple(blocks),
-        prefix_tokens=family.prefix_tokens(lambda name: _attribute(network, name)),
-        patch_size=(patch, patch) if isinstance(patch, int) else tuple(patch),
-    )
-
-
-def _has_layer(network: keras.Model, keys: tuple[str, ...]) -> bool:
-    return any(_matches(layer, keys) for layer in _walk(network))
-
-
-def _network(model: keras.Model) -> keras.Model:
-    # The built model is images -> ImageRescaling -> the keras-hub network (one nested model).
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if len(nested) != 1:
-        msg = (
-            f"Expected a keras-hub backbone built by transferkit (one nested network). "
-            f"Received: model={model.name!r} with {len(nested)} nested models"
-        )
-        raise InvalidArgumentError(msg)
-    return nested[0]
-
-
-def _walk(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
-    # Depth first in the order the layers were created; Keras' own recursive walk is not.
-    for sublayer in layer._flatten_layers(include_self=False, recursive=False):
-        yield sublayer
-        yield from _walk(sublayer)
-
-
-def _matches(layer: keras.layers.Layer, keys: tuple[str, ...]) -> bool:
-    return type(layer).__name__ in keys or any(layer.name.endswith(k) for k in keys)
-
-
-def _attribute(network: keras.Model, name: str) -> Any:
-    # A configuration value of the keras-hub network, or of its first sublayer that has it:
-    # a SigLIP token cut is a plain functional model whose embedding layer knows its patches.
-    for layer in (network, *_walk(network)):
-        if hasattr(layer, name):
-            return getattr(layer, name)
-    msg = f"The keras-hub network {network.name!r} has no {name!r}. Received: {network!r}"
-    raise InvalidArgumentError(msg)

@@ -300,7 +300,10 @@ def _optimizer(
             if not options.discriminative and not isinstance(rate, tuple):
                 return make(rate)
             # One optimizer per block of the unfrozen backbone (fine-tuning only).
-            groups = discriminative.trainable_groups(clf.backbone, clf.unfrozen_from or 0)
+            layout = clf.spec.layout_of(clf.backbone)
+            groups = discriminative.trainable_groups(
+                clf.backbone, clf.unfrozen_from or 0, layout=layout
+            )
             rates = discriminative.group_learning_rates(
                 len(groups) + 1, rate, layer_decay=options.layer_decay
             )

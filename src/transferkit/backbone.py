@@ -48,13 +48,19 @@ class BackboneLayout:
         prefix_tokens: int. For a backbone ending in a token sequence, the number of
             special tokens (class, distillation, registers) before the patch tokens.
             Defaults to 0.
-        patch_size: ``(height, width)`` of one patch, for a token sequence; None for a
-            feature map. Defaults to None.
+        patch_size: ``(height, width)`` of the pixels each output token stands for, for a
+            token sequence (a hierarchical transformer's last stage spans several
+            patches); None for a feature map. Defaults to None.
+        per_layer: bool. Whether the blocks are single layers (``keras.applications``),
+            which discriminative learning rates group into blocks by name
+            (:func:`~transferkit.discriminative.block_groups`); False when they are the
+            network's own blocks or stages, one learning-rate group each. Defaults to True.
     """
 
     blocks: tuple[tuple[keras.layers.Layer, ...], ...]
     prefix_tokens: int = 0
     patch_size: tuple[int, int] | None = None
+    per_layer: bool = True
 
 
 @dataclass(frozen=True)
@@ -223,21 +229,22 @@ class Backbone:
         prefix = self.layout_of(model).prefix_tokens if len(model.output.shape) == 3 else 0
         return _pooling.pooling_layer(len(model.output.shape), chosen, prefix, name=name)
 
-    def feature_map(self, model: keras.Model) -> keras.Model:
-        """Returns a model from the backbone's input to a 4D feature map, for Grad-CAM.
-
-        A convolutional backbone is returned as it is; for a token sequence, the patch
-        tokens are laid out on their grid (image size over patch size) by a
-        :class:`~transferkit.pooling.PatchGrid`.
+    def patch_grid(self, model: keras.Model) -> _pooling.PatchGrid | None:
+        """Returns the layer laying the output tokens of ``model`` out on their grid.
 
         Args:
             model: the backbone model built by :meth:`build`.
 
         Returns:
-            A ``keras.Model`` sharing the backbone's layers and weights.
+            A :class:`~transferkit.pooling.PatchGrid` (rows and columns: the input size
+            over the layout's patch size; the special tokens left out), or None when the
+            output is a feature map already.
+
+        Raises:
+            InvalidArgumentError: the output is tokens but the layout names no patch size.
         """
         if len(model.output.shape) == 4:
-            return model
+            return None
         patch = self.layout_of(model).patch_size
         if patch is None:
             msg = (
@@ -246,7 +253,23 @@ class Backbone:
             )
             raise InvalidArgumentError(msg)
         rows, columns = model.input.shape[1] // patch[0], model.input.shape[2] // patch[1]
-        grid = _pooling.PatchGrid(rows, columns, name="patch_grid")
+        return _pooling.PatchGrid(rows, columns, name="patch_grid")
+
+    def feature_map(self, model: keras.Model) -> keras.Model:
+        """Returns a model from the backbone's input to a 4D feature map, for Grad-CAM.
+
+        A convolutional backbone is returned as it is; for a token sequence, the patch
+        tokens are laid out on their grid by :meth:`patch_grid`.
+
+        Args:
+            model: the backbone model built by :meth:`build`.
+
+        Returns:
+            A ``keras.Model`` sharing the backbone's layers and weights.
+        """
+        grid = self.patch_grid(model)
+        if grid is None:
+            return model
         return keras.Model(model.input, grid(model.output), name=f"{model.name}_feature_map")
 
     def resolve_image_size(self, image_size: ImageSize | None = None) -> tuple[int, int]:

@@ -13,7 +13,8 @@ Three pieces, each replaceable:
 
 * a grouping, ``(backbone layers, first unfrozen index) -> groups of layers``
   (:data:`LayerGrouping`); :func:`block_groups` is the default for ``keras.applications``
-  backbones, :func:`chunk_groups` the fallback;
+  backbones, :func:`chunk_groups` the fallback; backbones whose layout names their own
+  blocks (keras-hub transformers and stage networks) get one group per block instead;
 * :func:`group_learning_rates`, the rate of each group (lowest first, head last);
 * :func:`discriminative_optimizer`, the Keras optimizer that applies them.
 """
@@ -22,11 +23,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import keras
 
 from transferkit import _validation
 from transferkit.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from transferkit.backbone import BackboneLayout
 
 __all__ = [
     "LayerGrouping",
@@ -142,26 +147,41 @@ def trainable_groups(
     backbone: keras.Model,
     first_unfrozen: int,
     grouping: LayerGrouping = block_groups,
+    layout: BackboneLayout | None = None,
 ) -> list[list[keras.Variable]]:
-    """The trainable variables of each group of unfrozen backbone layers, lowest first.
+    """The trainable variables of each group of unfrozen backbone blocks, lowest first.
 
-    Groups without trainable variables (pooling, activations, frozen BatchNormalization)
-    are dropped.
+    Where the blocks are the network's own (a transformer's blocks, a hierarchical
+    network's stages: ``layout.per_layer`` is False), each unfrozen block is a group, and
+    the other trainable variables (a final norm after the last block) form a last group.
+    Where they are single layers, ``grouping`` groups them. Groups without trainable
+    variables (pooling, activations, frozen BatchNormalization) are dropped.
 
     Args:
         backbone: the backbone model, unfrozen from ``first_unfrozen``.
-        first_unfrozen: the index of its first unfrozen layer.
-        grouping: how to group its layers. Defaults to :func:`block_groups`.
+        first_unfrozen: the index of its first unfrozen block.
+        grouping: how to group single-layer blocks. Defaults to :func:`block_groups`.
+        layout: the backbone's blocks (``clf.spec.layout_of(clf.backbone)``), or None
+            for one block per layer of ``backbone.layers``. Defaults to None.
 
     Returns:
         The variables of each non-empty group.
     """
-    groups = []
-    for layers in grouping(backbone.layers, first_unfrozen):
-        variables = [v for layer in layers for v in layer.trainable_weights]
-        if variables:
-            groups.append(variables)
-    return groups
+    groups: list[list[keras.Variable]]
+    if layout is not None and not layout.per_layer:
+        groups = [
+            [v for layer in block for v in layer.trainable_weights]
+            for block in layout.blocks[first_unfrozen:]
+        ]
+        grouped = {id(v) for group in groups for v in group}
+        groups.append([v for v in backbone.trainable_weights if id(v) not in grouped])
+    else:
+        layers = backbone.layers if layout is None else [block[0] for block in layout.blocks]
+        groups = [
+            [v for layer in members for v in layer.trainable_weights]
+            for members in grouping(layers, first_unfrozen)
+        ]
+    return [group for group in groups if group]
 
 
 def group_learning_rates(

@@ -27,7 +27,7 @@ Pooling = Literal["avg", "cls", "mean"]
 #: What each pooling does, in words; read-only.
 POOLINGS: MappingProxyType[str, str] = MappingProxyType(
     {
-        "avg": "global average of a feature map (CNNs, Swin)",
+        "avg": "global average of a feature map (CNNs, MiT)",
         "cls": "the class token of a token sequence",
         "mean": "the mean of the patch tokens (class, distillation and register tokens left out)",
     }
@@ -100,9 +100,9 @@ class PatchGrid(keras.layers.Layer):  # type: ignore[misc]  # keras is untyped
     """Turns patch tokens back into a feature map ``(batch, rows, columns, channels)``.
 
     The last ``rows * columns`` tokens are the patch tokens, row by row, as ViT, DeiT,
-    DINOv2, SigLIP and CLIP order them after their special tokens; they are laid out on their
-    grid. This is the "feature map" of a transformer for class-activation methods such as
-    Grad-CAM.
+    DINOv2, SigLIP and CLIP order them after their special tokens (and Swin, which has none,
+    its last stage's tokens); they are laid out on their grid. This is the "feature map" of
+    a transformer for class-activation methods such as Grad-CAM.
 
     Args:
         rows: int. Patches per column of the image (its height over the patch size).
