@@ -143,6 +143,7 @@ _FAMILY_CASES = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("family", "pooling", "block_names", "output", "final_norm"),
     _FAMILY_CASES,
@@ -186,6 +187,7 @@ def test_family_pools_freezes_by_block_and_trains_only_what_is_unfrozen(
     assert changed & last
 
 
+@pytest.mark.slow
 def test_two_stage_families_find_their_stages_after_a_round_trip(preset, tmp_path) -> None:
     # The stage pattern is matched on the loaded network, without the preset folder.
     clf = tk.TransferClassifier(preset("mit"), num_classes=2, augmentation=None)
@@ -216,6 +218,7 @@ def test_listing_includes_the_new_families_with_sizes_from_their_names() -> None
 # ---------------------------------------------------------------------- Grad-CAM
 
 
+@pytest.mark.slow
 def test_grad_cam_on_a_hub_vit_equals_the_cam_computed_by_hand(preset) -> None:
     keras.utils.set_random_seed(4)
     clf = tk.TransferClassifier(preset("vit"), num_classes=3, augmentation=None)
@@ -250,6 +253,7 @@ def test_grad_cam_on_a_hub_vit_equals_the_cam_computed_by_hand(preset) -> None:
     assert lit >= 2  # patches speak for classes: the comparisons are not 0 == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["cspnet", "swin", "metaclip2"])
 def test_grad_cam_on_a_hub_cnn_and_transformers(preset, family: str) -> None:
     keras.utils.set_random_seed(5)
@@ -264,6 +268,7 @@ def test_grad_cam_on_a_hub_cnn_and_transformers(preset, family: str) -> None:
 # ---------------------------------------------------------------------- fit and discriminative
 
 
+@pytest.mark.slow
 def test_fit_and_discriminative_rates_on_a_hub_vit_follow_its_blocks(preset) -> None:
     x, y = images(20, seed=5), np.arange(20) % 2
     clf = tk.TransferClassifier(preset("vit"), class_names=["a", "b"], augmentation=None)
