@@ -101,3 +101,34 @@ def _seeded() -> None:
 @pytest.fixture
 def separable() -> tuple[np.ndarray, np.ndarray]:
     return separable_images(64)
+
+
+# Module fixtures that take seconds to build (a training run, a subprocess, an installed
+# package): every test that uses one is slow, so `pytest -m "not slow"` never builds them.
+SLOW_FIXTURES = frozenset(
+    {
+        "docstring_examples",  # test_docs
+        "plugin_site",
+        "mirrored",  # test_distributed
+        "workers",
+        "trained",  # test_cli
+        "offline_imagenet_failure",  # test_weights
+        "site",  # test_plugins
+        "fitted",  # test_fit
+        "uninterrupted",  # test_fit, test_learning_rates
+        "uninterrupted_head",  # test_resumable
+        "reference",
+        "early_stopped",
+        "learned",  # test_labels_classifier
+        "saved_model",  # test_export
+        "multiclass_saved_model",
+        "tflite",
+        "quantized_tflite",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -275,6 +275,7 @@ def test_unfreeze_unknown_name_suggests_near_names() -> None:
 # ------------------------------------------------------------------ inference
 
 
+@pytest.mark.slow
 def test_predict_returns_probabilities_for_arrays_tensors_datasets_and_single_images(
     trained,
 ) -> None:

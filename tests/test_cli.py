@@ -94,6 +94,7 @@ def test_train_writes_a_model_that_loads_with_the_folder_classes(trained):
     assert clf.unfrozen_from == 100
 
 
+@pytest.mark.slow
 def test_train_prints_both_stages_and_a_summary(trained):
     out = trained.result.stdout
 

@@ -43,6 +43,7 @@ def test_train_on_a_csv_table_makes_a_weighted_multi_label_model(tags):
     assert sorted(clf.history.class_weights[0]) == ["negative", "positive"]
 
 
+@pytest.mark.slow
 def test_predict_prints_every_label_above_its_threshold(tags, capsys):
     clf = tk.load_classifier(tags.model)
     files = data.list_images(tags.photos)[:4]

@@ -213,6 +213,7 @@ def test_mirrored_strategy_runs_on_two_logical_cpu_devices(mirrored: dict[str, A
     assert mirrored["replicas"] == 2
 
 
+@pytest.mark.slow
 def test_mirrored_classifier_variables_are_mirrored(mirrored: dict[str, Any]) -> None:
     assert mirrored["variables_mirrored"]
 
@@ -373,6 +374,7 @@ def test_two_workers_form_one_cluster(workers: list[dict[str, Any]]) -> None:
     assert [result["replicas"] for result in workers] == [2, 2]
 
 
+@pytest.mark.slow
 def test_two_workers_start_from_the_same_variables(workers: list[dict[str, Any]]) -> None:
     first, second = workers
     assert first["weights_sum"] == second["weights_sum"]

@@ -102,6 +102,7 @@ def test_docstring_examples_pass(docstring_examples: tuple[dict[str, list[int]],
     assert not failed, failure_report
 
 
+@pytest.mark.slow
 def test_docstring_examples_are_found_in_the_public_modules(
     docstring_examples: tuple[dict[str, list[int]], str],
 ) -> None:

@@ -97,6 +97,7 @@ def test_saved_model_signature_takes_uint8_images_and_returns_probabilities(
     }
 
 
+@pytest.mark.slow
 def test_saved_model_matches_predict_for_two_classes(
     binary: tk.TransferClassifier, saved_model: Path, images: np.ndarray
 ) -> None:
@@ -139,10 +140,12 @@ def test_dynamic_range_tflite_matches_predict_within_its_bound(
     )
 
 
+@pytest.mark.slow
 def test_dynamic_range_tflite_is_smaller_than_float(tflite: Path, quantized_tflite: Path) -> None:
     assert quantized_tflite.stat().st_size < tflite.stat().st_size
 
 
+@pytest.mark.slow
 def test_export_replaces_an_earlier_saved_model_and_leaves_no_temporary_files(
     binary: tk.TransferClassifier,
     multiclass_saved_model: Path,

@@ -107,6 +107,7 @@ def test_cached_fit_head_learns_separable_data() -> None:
 # ---------------------------------------------------------------------- training loop
 
 
+@pytest.mark.slow
 def test_cached_history_has_the_plain_metric_names_and_numbers_epochs_on() -> None:
     clf = classifier()
     fit_quickly(clf, epochs=2)

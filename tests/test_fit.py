@@ -99,6 +99,7 @@ def test_fit_runs_the_head_then_fine_tunes_the_whole_backbone(
     assert stages.count("fine_tune") == 3
 
 
+@pytest.mark.slow
 def test_fit_learns_the_task(fitted: tuple[tk.TransferClassifier, float]) -> None:
     clf, before = fitted
     images, labels = separable_images(60, num_classes=3, seed=9)

@@ -94,6 +94,7 @@ def test_report_and_counts_are_scikit_learns(case) -> None:
     assert result.report_table(digits=2).split() == text.split()
 
 
+@pytest.mark.slow
 def test_interpret_a_csv_table_in_one_pass(tagged) -> None:
     result = tagged.clf.interpret(tagged.train)  # reshuffles itself; read in table order
 

@@ -91,6 +91,7 @@ def test_multi_label_probabilities_are_independent_sigmoids_of_the_logits(learne
     assert not np.allclose(probabilities.sum(axis=1), 1.0)
 
 
+@pytest.mark.slow
 def test_multi_label_metrics_are_binary_accuracy_macro_f1_and_auc(learned):
     clf, splits, _, _, _ = learned
 
@@ -258,6 +259,7 @@ def test_unweighted_evaluate_after_weighted_training(learned):
     assert loss == pytest.approx(np.mean(-_log_softmax(logits)[np.arange(6), labels]), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_class_weight_is_part_of_a_checkpointed_runs_settings(tmp_path):
     images, labels = _tiny_batch()
 

@@ -185,6 +185,7 @@ def test_installed_plugins_are_listed(enabled: dict[str, Any]) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_listing_does_not_import_plugins(enabled: dict[str, Any]) -> None:
     assert enabled["imported_when_listed"] is False
 
@@ -292,6 +293,7 @@ def test_disable_variable_hides_installed_plugins(disabled: dict[str, Any]) -> N
     assert disabled["unknown"].startswith("Unknown backbone 'plug_object'")
 
 
+@pytest.mark.slow
 def test_disable_variable_keeps_the_built_ins(disabled: dict[str, Any]) -> None:
     assert disabled["has_builtin"] is True
     assert disabled["warnings"] == []

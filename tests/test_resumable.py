@@ -139,6 +139,7 @@ def test_resumed_head_stage_trains_only_the_epoch_left(
     assert recorder.epochs == [2]
 
 
+@pytest.mark.slow
 def test_resumed_head_stage_history_holds_every_epoch_once(
     resumed_head: tuple[tk.TransferClassifier, Recorder],
     uninterrupted_head: tk.TransferClassifier,
@@ -189,6 +190,7 @@ def test_rerun_restores_the_finished_head_stage_without_training(
     assert head.epochs == []
 
 
+@pytest.mark.slow
 def test_rerun_resumes_fine_tuning_at_its_next_epoch(
     rerun: tuple[tk.TransferClassifier, Recorder, Recorder],
 ) -> None:
@@ -396,6 +398,7 @@ def test_early_stopping_stops_after_its_patience(
     assert len(val_loss) == best + 1 + 2 < 10
 
 
+@pytest.mark.slow
 def test_early_stopping_restores_the_best_epoch_weights(
     early_stopped: tuple[tk.TransferClassifier, Recorder],
 ) -> None:

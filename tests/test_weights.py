@@ -113,6 +113,7 @@ def test_failed_imagenet_download_raises_weights_unavailable(
     assert message.endswith("Received: weights='imagenet'")
 
 
+@pytest.mark.slow
 def test_failed_imagenet_download_says_how_to_work_offline(
     offline_imagenet_failure: dict[str, str],
 ) -> None:
