@@ -21,6 +21,7 @@ import pytest
 import tensorflow as tf
 
 import transferkit as tk
+from images import write_class_folders
 from transferkit import _freezing
 from transferkit._cli import main
 from transferkit.errors import (
@@ -510,3 +511,22 @@ def test_efficientnet_is_built_at_any_size_through_its_input_shape_argument(tmp_
     np.testing.assert_allclose(
         backbone(images(size=48)), network(images(size=48) / 255.0), atol=1e-5
     )
+
+
+@pytest.mark.slow
+def test_cli_recipe_unfreezes_a_hub_transformer_by_block(
+    vit_preset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --unfreeze-from counts blocks as clf.unfreeze does: -1 is the last transformer block.
+    folder = write_class_folders(tmp_path / "data", {"a": 3, "b": 3}, size=SIZE)
+    model = tmp_path / "hub.keras"
+    status = main(
+        ["train", str(folder), "--backbone", vit_preset[0], "--weights", "none", "--recipe",
+         "--epochs", "1", "--fine-tune-epochs", "1", "--unfreeze-from", "-1",
+         "--batch-size", "3", "--output", str(model)]
+    )  # fmt: skip
+    assert status == 0
+    clf = tk.load_classifier(model)
+    count = len(clf.spec.layout_of(clf.backbone).blocks)
+    assert clf.unfrozen_from == count - 1
+    assert f"fine-tuning from backbone block {count - 1} of {count}" in capsys.readouterr().out

@@ -213,8 +213,13 @@ def _train_recipe(
 
     head_epochs = args.epochs or _RECIPE_EPOCHS
     tune_epochs = _RECIPE_EPOCHS if args.fine_tune_epochs is None else args.fine_tune_epochs
+    # --unfreeze-from counts the blocks clf.unfreeze counts (a keras-hub transformer's blocks).
+    layout = clf.spec.layout_of(clf.backbone)
+    blocks = layout.blocks
     unfreeze_from = (
-        _freezing.resolve_layer_index(clf.backbone, args.unfreeze_from) if tune_epochs else None
+        _freezing.resolve_layer_index(clf.backbone, args.unfreeze_from, blocks)
+        if tune_epochs
+        else None
     )
     print(f"Stage 1: training the head for {_epochs(head_epochs)}", flush=True)
     clf.fit_head(
@@ -227,9 +232,10 @@ def _train_recipe(
     if unfreeze_from is None:
         return
     clf.unfreeze(unfreeze_from)
+    unit = "layer" if layout.per_layer else "block"
     print(
-        f"Stage 2: fine-tuning from backbone layer {unfreeze_from} of "
-        f"{len(clf.backbone.layers)} for {_epochs(tune_epochs)}",
+        f"Stage 2: fine-tuning from backbone {unit} {unfreeze_from} of {len(blocks)} "
+        f"for {_epochs(tune_epochs)}",
         flush=True,
     )
     clf.fine_tune(
