@@ -52,7 +52,7 @@ import tensorflow as tf
 from sklearn.datasets import load_digits
 
 import transferkit as tk
-from transferkit._freezing import batch_norm_layers
+from transferkit.backbones.freezing import batch_norm_layers
 
 Arrays = tuple[np.ndarray, np.ndarray]
 RECIPE_FRACTION = 100 / 154  # the recipe unfreezes MobileNetV2 from layer 100 of 154
@@ -285,13 +285,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--head-epochs", type=int, nargs="+", default=[10, 30, 60])
     parser.add_argument("--tune-rates", type=float, nargs="+", default=[3e-4, 1e-3])
     parser.add_argument("--tune-epochs", type=int, nargs="+", default=[4, 6, 8])
-    parser.add_argument("--ceiling-head-rate", type=float, default=1e-2,
-                        help="the head's Adam rate before the full fine-tune sweep")
+    parser.add_argument(
+        "--ceiling-head-rate",
+        type=float,
+        default=1e-2,
+        help="the head's Adam rate before the full fine-tune sweep",
+    )
     parser.add_argument("--ceiling-head-epochs", type=int, default=10)
-    parser.add_argument("--plot", default=None,
-                        help="draw the learning-rate finder's sweep (seed 0's head) here")
-    parser.add_argument("--merge", nargs="+", default=None,
-                        help="combine results files written by --output into --output")
+    parser.add_argument(
+        "--plot", default=None, help="draw the learning-rate finder's sweep (seed 0's head) here"
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        help="combine results files written by --output into --output",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",

@@ -37,7 +37,10 @@ from transferkit.interpret import interpret
 def train(args: argparse.Namespace, weights: str, train_set: Any, seed: int) -> Any:
     keras.utils.set_random_seed(seed)
     clf = tk.TransferClassifier(
-        args.backbone, num_classes=5, image_size=args.image_size, weights=weights,
+        args.backbone,
+        num_classes=5,
+        image_size=args.image_size,
+        weights=weights,
         augmentation=None,
     )
     clf.fit_head(train_set, epochs=args.head_epochs, learning_rate=args.head_lr, verbose=0)
@@ -90,8 +93,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 result = interpret(clf, (test_x, test_y), tta=views)
                 seconds = time.perf_counter() - started
                 runs.append(
-                    {"seed": seed, "views": views, "accuracy": result.accuracy,
-                     "loss": result.loss, "seconds": seconds, "test_images": len(test_y)}
+                    {
+                        "seed": seed,
+                        "views": views,
+                        "accuracy": result.accuracy,
+                        "loss": result.loss,
+                        "seconds": seconds,
+                        "test_images": len(test_y),
+                    }
                 )
                 print(json.dumps(runs[-1]), flush=True)
     summary = {}
@@ -106,8 +115,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "pretraining": pretraining,
         "runs": runs,
         "mean_by_views": summary,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": os.cpu_count(), "tensorflow": tf.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "tensorflow": tf.__version__,
+        },
     }
     print(json.dumps(summary, indent=2))
     if args.output:

@@ -18,7 +18,7 @@ from keras import applications as apps
 
 import transferkit as tk
 from offline import offline_env
-from transferkit._builtin import BUILTIN_BACKBONES
+from transferkit.backbones.builtin import BUILTIN_BACKBONES
 from transferkit.errors import (
     InvalidArgumentError,
     InvalidImageSizeError,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.utils.class_weight import compute_class_weight
 
-from transferkit import _class_weights as cw
 from transferkit.errors import DataError, InvalidArgumentError
+from transferkit.model import class_weights as cw
 
 NAMES = ("cat", "dog", "fox")
 

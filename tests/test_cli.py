@@ -24,7 +24,7 @@ from conftest import TINY_BACKBONE
 from images import write_class_folders, write_split_folders, write_truncated_jpeg
 from offline import offline_env
 from transferkit import data
-from transferkit._cli import main
+from transferkit.cli.main import main
 
 SCRIPT = Path(sys.executable).with_name("transferkit")
 
@@ -195,7 +195,7 @@ def test_train_offline_with_imagenet_weights_is_one_error_line(tmp_path):
 
 _MODULES_AFTER_MAIN = """
 import sys
-from transferkit._cli import main
+from transferkit.cli.main import main
 try:
     main(sys.argv[1:])
 except SystemExit as exc:

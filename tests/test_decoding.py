@@ -22,7 +22,8 @@ from PIL import Image
 import transferkit as tk
 from conftest import TINY_BACKBONE
 from images import write_class_folders
-from transferkit import _inputs, data
+from transferkit import data
+from transferkit.data import inputs as _inputs
 from transferkit.errors import DataError
 
 # An 8x8 image (red 200, green 120 in the top half), written by `cjxl in.png out.jxl -d 0`:

@@ -57,7 +57,7 @@ import numpy as np
 from conftest import TINY_BACKBONE, separable_images
 
 import transferkit as tk
-from transferkit import _freezing
+from transferkit.backbones import freezing as _freezing
 from transferkit.errors import InvalidArgumentError
 
 UNFREEZE_FROM = "conv2"  # conv2, dwconv3 and conv4 train; conv1 and every BN stay
@@ -396,5 +396,5 @@ def test_training_under_two_workers_is_refused_with_a_clear_error(
 
 def test_keras_fit_still_fails_under_two_workers(workers: list[dict[str, Any]]) -> None:
     # If this fails, Keras now trains under MultiWorkerMirroredStrategy: remove
-    # transferkit._training.check_strategy_can_train and the refusal tests above.
+    # transferkit.training.checkpoints.check_strategy_can_train and the refusal tests above.
     assert [result["keras_fit_error"] for result in workers] == ["ValueError", "ValueError"]

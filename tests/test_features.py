@@ -12,8 +12,8 @@ import tensorflow as tf
 
 import transferkit as tk
 from conftest import TINY_BACKBONE, separable_images
-from transferkit import _features
 from transferkit.errors import DataError, InvalidArgumentError
+from transferkit.training import features as _features
 
 METRICS = {"loss", "accuracy", "val_loss", "val_accuracy"}
 

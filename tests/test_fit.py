@@ -18,8 +18,8 @@ import tensorflow as tf
 import transferkit as tk
 from conftest import TINY_BACKBONE, separable_images
 from interruptions import InterruptAt, Interrupted
-from transferkit import _fit
 from transferkit.errors import DataError, InvalidArgumentError
+from transferkit.training import fit_policy as _fit
 
 
 def build(num_classes: int = 3) -> tk.TransferClassifier:

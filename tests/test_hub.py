@@ -22,8 +22,8 @@ import tensorflow as tf
 
 import transferkit as tk
 from images import write_class_folders
-from transferkit import _freezing
-from transferkit._cli import main
+from transferkit.backbones import freezing as _freezing
+from transferkit.cli.main import main
 from transferkit.errors import (
     InvalidArgumentError,
     InvalidImageSizeError,

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import transferkit as tk
-from transferkit import _features
-from transferkit._builtin import BUILTIN_BACKBONES
+from transferkit.backbones.builtin import BUILTIN_BACKBONES
+from transferkit.training import features as _features
 
 # One backbone of every family, at its smallest accepted size.
 FAMILY_REPRESENTATIVES = [

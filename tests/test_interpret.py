@@ -16,8 +16,8 @@ from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
 import transferkit as tk
 from conftest import TINY_BACKBONE, separable_images
 from images import write_class_folders
-from transferkit import _tta
 from transferkit.errors import ClassNamesMismatchError, DataError, InvalidArgumentError
+from transferkit.inference import tta as _tta
 from transferkit.interpret import MAX_PLOTTED, Interpretation, interpret
 
 NAMES = ["red", "green", "blue"]

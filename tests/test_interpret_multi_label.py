@@ -17,10 +17,11 @@ from sklearn.metrics import classification_report, multilabel_confusion_matrix
 import transferkit as tk
 from conftest import TINY_BACKBONE
 from images import write_composed_images
-from transferkit import _fit, data
-from transferkit._cli import main
+from transferkit import data
+from transferkit.cli.main import main
 from transferkit.errors import DataError, InvalidArgumentError
 from transferkit.interpret import MultiLabelInterpretation, MultiLabelTopLoss
+from transferkit.training import fit_policy as _fit
 
 NAMES = ["blue", "green", "red"]
 THRESHOLDS = (0.45, 0.5, 0.55)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from transferkit import _multi_label as ml
 from transferkit.errors import DataError, InvalidArgumentError, TransferkitWarning
+from transferkit.inference import thresholds as ml
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:

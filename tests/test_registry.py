@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 import transferkit as tk
 from strategies import backbone_names, backbone_specs, fnmatch_patterns
-from transferkit._builtin import BUILTIN_BACKBONES
-from transferkit._registry import _DEFAULT, BackboneRegistry
+from transferkit.backbones.builtin import BUILTIN_BACKBONES
+from transferkit.backbones.registry import _DEFAULT, BackboneRegistry
 from transferkit.errors import (
     BackboneExistsError,
     InvalidArgumentError,

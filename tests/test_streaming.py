@@ -20,7 +20,8 @@ import tensorflow as tf
 import transferkit as tk
 from conftest import TINY_BACKBONE
 from images import write_class_folders
-from transferkit import _inputs, data
+from transferkit import data
+from transferkit.data import inputs as _inputs
 
 COUNT = 3000  # images in the folder, half per class
 WHOLE_FOLDER_BYTES = COUNT * 32 * 32 * 3 * 4

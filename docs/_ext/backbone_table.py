@@ -18,7 +18,7 @@ from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
 import transferkit as tk
-from transferkit import _hub
+from transferkit.backbones import hub as _hub
 from transferkit.preprocessing import PREPROCESSING_MODES
 
 

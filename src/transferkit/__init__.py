@@ -24,12 +24,27 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load on first use
-    from transferkit import data, discriminative, interpret, lr_finder, plot, schedules
-    from transferkit._grad_cam import grad_cam, tokens_to_map
-    from transferkit._registry import get_backbone, list_backbones, register_backbone
+    from transferkit import (
+        augmentation,
+        backbone,
+        classifier,
+        data,
+        discriminative,
+        errors,
+        export,
+        history,
+        interpret,
+        lr_finder,
+        plot,
+        pooling,
+        preprocessing,
+        schedules,
+    )
     from transferkit.backbone import Backbone
+    from transferkit.backbones.registry import get_backbone, list_backbones, register_backbone
     from transferkit.classifier import TransferClassifier, load_classifier
     from transferkit.history import TrainingHistory
+    from transferkit.inference.grad_cam import grad_cam, tokens_to_map
     from transferkit.interpret import Interpretation, MultiLabelInterpretation
     from transferkit.lr_finder import LearningRateFinderResult
 
@@ -38,9 +53,27 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
+#: The public modules: each is reachable as an attribute (``tk.pooling``) and importable
+#: (``import transferkit.pooling``). The code lives in the subpackages below them.
+_PUBLIC_MODULES = (
+    "augmentation",
+    "backbone",
+    "classifier",
+    "data",
+    "discriminative",
+    "errors",
+    "export",
+    "history",
+    "interpret",
+    "lr_finder",
+    "plot",
+    "pooling",
+    "preprocessing",
+    "schedules",
+)
+
 # Public name -> the module that defines it. A name that is its module's own name is the
-# submodule itself: every public submodule is reachable as an attribute (tk.errors, ...),
-# as it was when this file imported them all.
+# module itself.
 _LAZY = {
     "Backbone": "transferkit.backbone",
     "Interpretation": "transferkit.interpret",
@@ -48,30 +81,13 @@ _LAZY = {
     "MultiLabelInterpretation": "transferkit.interpret",
     "TrainingHistory": "transferkit.history",
     "TransferClassifier": "transferkit.classifier",
-    "get_backbone": "transferkit._registry",
-    "grad_cam": "transferkit._grad_cam",
-    "interpret": "transferkit.interpret",
-    "list_backbones": "transferkit._registry",
+    "get_backbone": "transferkit.backbones.registry",
+    "grad_cam": "transferkit.inference.grad_cam",
+    "list_backbones": "transferkit.backbones.registry",
     "load_classifier": "transferkit.classifier",
-    "register_backbone": "transferkit._registry",
-    "tokens_to_map": "transferkit._grad_cam",
-    **{
-        name: f"transferkit.{name}"
-        for name in (
-            "augmentation",
-            "backbone",
-            "classifier",
-            "data",
-            "discriminative",
-            "errors",
-            "export",
-            "history",
-            "lr_finder",
-            "plot",
-            "preprocessing",
-            "schedules",
-        )
-    },
+    "register_backbone": "transferkit.backbones.registry",
+    "tokens_to_map": "transferkit.inference.grad_cam",
+    **{name: f"transferkit.{name}" for name in _PUBLIC_MODULES},
 }
 
 __all__ = [
@@ -82,15 +98,23 @@ __all__ = [
     "TrainingHistory",
     "TransferClassifier",
     "__version__",
+    "augmentation",
+    "backbone",
+    "classifier",
     "data",
     "discriminative",
+    "errors",
+    "export",
     "get_backbone",
     "grad_cam",
+    "history",
     "interpret",
     "list_backbones",
     "load_classifier",
     "lr_finder",
     "plot",
+    "pooling",
+    "preprocessing",
     "register_backbone",
     "schedules",
     "tokens_to_map",
@@ -103,7 +127,7 @@ def __getattr__(name: str) -> Any:
         msg = f"module {__name__!r} has no attribute {name!r}"
         raise AttributeError(msg)
     module = importlib.import_module(module_name)
-    value = module if module_name.rpartition(".")[2] == name else getattr(module, name)
+    value = module if name in _PUBLIC_MODULES else getattr(module, name)
     globals()[name] = value  # later lookups skip __getattr__
     return value
 

@@ -3,14 +3,14 @@
 Stage one trains a new head on a frozen backbone (:meth:`TransferClassifier.fit_head`); stage
 two unfreezes the top of the backbone (:meth:`TransferClassifier.unfreeze`) and fine-tunes it
 at a lower learning rate (:meth:`TransferClassifier.fine_tune`). The backbone always runs in
-inference mode and its BatchNormalization layers stay frozen (see :mod:`transferkit._graph`
-and :mod:`transferkit._freezing` for why that takes more than ``training=False`` on Keras 3).
+inference mode and its BatchNormalization layers stay frozen (see :mod:`transferkit.model.graph`
+and :mod:`transferkit.backbones.freezing` for why that takes more than ``training=False`` on Keras 3).
 
 This module keeps the recipe: building, freezing, and the two stages. The class inherits
-``fit()`` and ``find_learning_rate()`` from :mod:`transferkit._fit`, and predicting,
-evaluating, interpreting, saving and exporting from :mod:`transferkit._inference`. The
-settings live in :mod:`transferkit._config`, the graph in :mod:`transferkit._graph`, the
-stage runner in :mod:`transferkit._stages`, the file format in :mod:`transferkit._persistence`.
+``fit()`` and ``find_learning_rate()`` from :mod:`transferkit.training.fit_policy`, and predicting,
+evaluating, interpreting, saving and exporting from :mod:`transferkit.inference.methods`. The
+settings live in :mod:`transferkit.model.config`, the graph in :mod:`transferkit.model.graph`, the
+stage runner in :mod:`transferkit.training.stages`, the file format in :mod:`transferkit.serving.saving`.
 """
 
 from __future__ import annotations
@@ -24,27 +24,25 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from transferkit import (
-    _features,
-    _fit,
-    _freezing,
-    _graph,
-    _inputs,
-    _multi_label,
-    _persistence,
-    _stages,
-)
-from transferkit._class_weights import ClassWeight
-from transferkit._config import ClassifierConfig, DtypePolicy
-from transferkit._inference import Inference
-from transferkit._registry import get_backbone
-from transferkit._stage_options import CacheOptions, JitCompile, StageOptions, Verbose
-from transferkit.augmentation import Augmentation, build_augmentation
-from transferkit.backbone import Backbone, ImageSize, Weights
+from transferkit.backbones import freezing as _freezing
+from transferkit.backbones.pooling import Pooling
+from transferkit.backbones.registry import get_backbone
+from transferkit.backbones.spec import Backbone, ImageSize, Weights
+from transferkit.data import inputs as _inputs
+from transferkit.data.augmentation import Augmentation, build_augmentation
 from transferkit.errors import InvalidArgumentError, NotUnfrozenError, TransferkitWarning
 from transferkit.history import TrainingHistory
-from transferkit.pooling import Pooling
-from transferkit.schedules import Schedule
+from transferkit.inference import thresholds as _multi_label
+from transferkit.inference.methods import Inference
+from transferkit.model import graph as _graph
+from transferkit.model.class_weights import ClassWeight
+from transferkit.model.config import ClassifierConfig, DtypePolicy
+from transferkit.serving import saving as _persistence
+from transferkit.training import features as _features
+from transferkit.training import fit_policy as _fit
+from transferkit.training import stages as _stages
+from transferkit.training.options import CacheOptions, JitCompile, StageOptions, Verbose
+from transferkit.training.schedules import Schedule
 
 __all__ = ["TransferClassifier", "load_classifier"]
 

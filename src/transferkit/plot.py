@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from transferkit import _grad_cam, _validation
+from transferkit import _validation
 from transferkit.classifier import TransferClassifier
 from transferkit.data import list_images, load_images
 from transferkit.errors import DataError, InvalidArgumentError, MissingDependencyError
 from transferkit.history import TrainingHistory
-from transferkit.interpret import Interpretation, MultiLabelInterpretation
-from transferkit.lr_finder import LearningRateFinderResult
+from transferkit.inference import grad_cam as _grad_cam
+from transferkit.inference.interpret import Interpretation, MultiLabelInterpretation
+from transferkit.training.lr_finder import LearningRateFinderResult
 
 __all__ = [
     "confusion_matrices",

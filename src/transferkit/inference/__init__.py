@@ -1,0 +1,4 @@
+"""What a trained model does.
+
+Predictions, thresholds, test-time augmentation, interpretation and Grad-CAM.
+"""

@@ -1,0 +1,1 @@
+"""Files: saving and loading classifiers, and exports for serving."""

@@ -1,0 +1,142 @@
+"""Saving and loading a classifier: one Keras ``.keras`` archive with transferkit's metadata.
+
+The archive is what ``model.save`` writes, plus a ``transferkit.json`` entry with the
+classifier's config, the backbone's facts, the freezing state and the history. The backbone's
+facts travel with the file, so a model saved from a backbone registered in code (or by a plugin)
+loads in a process where that name is not registered: the whole model is in the archive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import keras
+import tensorflow as tf
+
+from transferkit.backbones import hub as _hub
+from transferkit.backbones.registry import get_backbone
+from transferkit.backbones.spec import Backbone
+from transferkit.errors import DataError, InvalidArgumentError, UnknownBackboneError
+from transferkit.model.config import ClassifierConfig
+
+if TYPE_CHECKING:
+    from transferkit.classifier import TransferClassifier
+
+__all__ = ["METADATA_ENTRY", "read", "write"]
+
+#: The name of the transferkit metadata entry inside a saved ``.keras`` archive.
+METADATA_ENTRY = "transferkit.json"
+_FORMAT = 2
+# The Backbone fields a loaded classifier needs when the name is not registered here.
+_SPEC_FIELDS = (
+    "name",
+    "preprocessing",
+    "default_image_size",
+    "feature_channels",
+    "family",
+    "min_image_size",
+    "parameters",
+    "pooling",
+)
+
+
+def write(classifier: TransferClassifier, path: str | os.PathLike[str]) -> Path:
+    """Writes ``classifier`` to ``path`` through a temporary file renamed into place."""
+    target = Path(path)
+    if target.suffix != ".keras":
+        msg = f"The file name must end in '.keras'. Received: path={os.fspath(path)!r}"
+        raise InvalidArgumentError(msg)
+    if not target.parent.is_dir():
+        msg = f"The folder to save into does not exist. Received: path={os.fspath(path)!r}"
+        raise InvalidArgumentError(msg)
+    descriptor, temporary = tempfile.mkstemp(
+        suffix=".keras", prefix=f".{target.stem}-", dir=target.parent
+    )
+    os.close(descriptor)
+    try:
+        classifier.model.save(temporary)
+        with zipfile.ZipFile(temporary, "a") as archive:
+            archive.writestr(METADATA_ENTRY, json.dumps(_metadata(classifier), indent=2))
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
+    return target
+
+
+def read(
+    path: str | os.PathLike[str], strategy: tf.distribute.Strategy | None
+) -> tuple[keras.Model, dict[str, Any], ClassifierConfig, Backbone]:
+    """Reads an archive written by :func:`write`: model, metadata, config and backbone spec."""
+    source = Path(path)
+    if not source.is_file():
+        msg = f"No saved classifier at {os.fspath(path)!r}. Received: path={os.fspath(path)!r}"
+        raise DataError(msg)
+    try:
+        with zipfile.ZipFile(source) as archive:
+            metadata = json.loads(archive.read(METADATA_ENTRY))
+    except (zipfile.BadZipFile, KeyError) as exc:
+        msg = (
+            f"{os.fspath(path)!r} is not a classifier saved by transferkit (no "
+            f"{METADATA_ENTRY} inside). A plain Keras model loads with "
+            "keras.saving.load_model()."
+        )
+        raise DataError(msg) from exc
+    if metadata.get("format") != _FORMAT:
+        msg = (
+            f"{os.fspath(path)!r} was saved in transferkit file format "
+            f"{metadata.get('format')!r}; this version reads format {_FORMAT}. Load it with "
+            f"the transferkit version that wrote it ({metadata.get('transferkit_version')})."
+        )
+        raise DataError(msg)
+    if _hub.is_hub_name(metadata["config"]["backbone"]):
+        _hub.import_keras_hub(f"Loading {os.fspath(path)!r}")  # registers its classes
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        model = keras.saving.load_model(source, compile=False, safe_mode=True)
+    config = ClassifierConfig.from_dict(metadata["config"])
+    return model, metadata, config, _spec(metadata["backbone_spec"])
+
+
+def _metadata(classifier: TransferClassifier) -> dict[str, Any]:
+    from transferkit import __version__
+
+    return {
+        "format": _FORMAT,
+        "transferkit_version": __version__,
+        "config": classifier.config.to_dict(),
+        "backbone_spec": {name: getattr(classifier.spec, name) for name in _SPEC_FIELDS},
+        "unfrozen_from": classifier.unfrozen_from,
+        "head_learning_rate": classifier._head_learning_rate,
+        "thresholds": None if classifier.thresholds is None else list(classifier.thresholds),
+        "history": classifier.history.to_dict(),
+    }
+
+
+def _spec(facts: dict[str, Any]) -> Backbone:
+    # The registered spec if there is one (it can build new models); else the saved facts.
+    try:
+        return get_backbone(facts["name"])
+    except UnknownBackboneError:
+        # A keras-hub preset folder that is gone: its blocks are still found in the model.
+        layout = _hub.layout if _hub.is_hub_name(facts["name"]) else None
+        return Backbone(constructor=_not_registered(facts["name"]), layout=layout, **facts)
+
+
+def _not_registered(name: str) -> Any:
+    def constructor(**_: Any) -> keras.Model:
+        msg = (
+            f"The backbone {name!r} of this loaded classifier is not registered in this "
+            "process, so a new one cannot be built; the loaded model itself works. Register "
+            f"it (or install its plugin) to build new classifiers. Received: backbone={name!r}"
+        )
+        raise UnknownBackboneError(msg)
+
+    return constructor
