@@ -23,7 +23,7 @@ import transferkit as tk
 from conftest import TINY_BACKBONE
 from images import write_class_folders
 from transferkit import data
-from transferkit.data import inputs as _inputs
+from transferkit.data.image_files import undecodable_files_named
 from transferkit.errors import DataError
 
 # An 8x8 image (red 200, green 120 in the top half), written by `cjxl in.png out.jxl -d 0`:
@@ -157,7 +157,7 @@ def test_reading_a_damaged_file_mid_epoch_is_an_error_naming_it(tmp_path):
     folder = data.from_directory(tmp_path, 16, batch_size=2)
 
     with pytest.raises(DataError) as error:  # noqa: SIM117 (raises stays outside)
-        with _inputs.naming_undecodable_files(folder.train):
+        with undecodable_files_named(folder.train):
             list(folder.train)
 
     message = str(error.value)
@@ -172,8 +172,15 @@ def test_predicting_a_damaged_file_is_an_error_naming_it(tmp_path):
     images = data.from_files([path], 16)
 
     with pytest.raises(DataError, match=r"damaged\.png"):  # noqa: SIM117 (raises is outside)
-        with _inputs.naming_undecodable_files(images):
+        with undecodable_files_named(images):
             list(images)
+
+
+def test_load_images_names_a_damaged_file(tmp_path):
+    path = damaged_png(tmp_path / "damaged.png")
+
+    with pytest.raises(DataError, match=r"^1 files cannot be decoded as images: .*damaged\.png \("):
+        data.load_images([path], 16)
 
 
 def test_other_errors_pass_through_unchanged(tmp_path):
@@ -181,7 +188,7 @@ def test_other_errors_pass_through_unchanged(tmp_path):
     folder = data.from_directory(tmp_path, 16)
 
     with pytest.raises(tf.errors.InvalidArgumentError, match="not a file problem"):  # noqa: SIM117
-        with _inputs.naming_undecodable_files(folder.train):
+        with undecodable_files_named(folder.train):
             raise tf.errors.InvalidArgumentError(None, None, "not a file problem")
 
 

@@ -1,12 +1,15 @@
-"""Export for serving: SavedModel and TFLite artifacts give what ``predict`` gives.
+"""Export for serving: SavedModel, TFLite and ONNX artifacts give what ``predict`` gives.
 
 Tolerances: float artifacts must match ``clf.predict`` within 1e-5 in probability (measured:
-about 6e-8, float32 rounding); dynamic-range quantized TFLite (int8 weights) within 1e-2
-(measured: about 3e-4 on this model).
+about 6e-8, float32 rounding), ONNX within 1e-4 (measured: about 6e-8); dynamic-range
+quantized TFLite (int8 weights) within 1e-2 (measured: about 3e-4 on this model); full-integer
+TFLite (int8 weights and activations) within 2e-2 and the same top class for every image
+(measured: about 3e-3 on these models, whose int8 probabilities step by 1/256).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -20,12 +23,20 @@ import tensorflow as tf
 
 import transferkit as tk
 from conftest import TINY_BACKBONE, separable_images
-from transferkit.errors import InvalidArgumentError
+from transferkit.errors import (
+    DataError,
+    ImageShapeError,
+    InvalidArgumentError,
+    MissingDependencyError,
+)
+from transferkit.export import export_classifier
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 
 FLOAT_TOLERANCE = 1e-5
 QUANTIZED_TOLERANCE = 1e-2
+INT8_TOLERANCE = 2e-2
+ONNX_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +183,9 @@ def test_export_refuses_to_replace_a_folder_that_is_not_a_saved_model(
     [
         ("model.tf", {"format": "tflite"}, "must end in '.tflite'"),
         ("model", {"quantize": "dynamic_range"}, "TFLite exports only"),
-        ("model", {"format": "onnx"}, "format must be"),
+        ("model", {"format": "coreml"}, "format must be"),
+        ("model.tflite", {"format": "onnx"}, "must end in '.onnx'"),
+        ("model.onnx", {"format": "onnx", "quantize": "int8"}, "TFLite exports only"),
         ("model.tflite", {"format": "tflite", "quantize": "int4"}, "quantize must be"),
     ],
 )
@@ -181,6 +194,259 @@ def test_invalid_export_arguments_are_refused_before_any_work(
 ) -> None:
     with pytest.raises(InvalidArgumentError, match=match):
         binary.export(tmp_path / name, **kwargs)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------- full-integer TFLite
+
+
+@pytest.fixture(scope="module")
+def three_classes() -> tk.TransferClassifier:
+    # Trained until every test image's top class leads by over 0.2 (measured), so the top
+    # classes of a faithful int8 model (within INT8_TOLERANCE) cannot differ by a near-tie.
+    keras.utils.set_random_seed(2)
+    clf = tk.TransferClassifier(TINY_BACKBONE, num_classes=3, weights=None)
+    clf.fit_head(separable_images(96, num_classes=3), epochs=10, learning_rate=0.1, verbose=0)
+    return clf
+
+
+@pytest.fixture(scope="module")
+def calibration() -> np.ndarray:
+    return separable_images(64, num_classes=3, seed=4)[0]
+
+
+@pytest.fixture(scope="module")
+def int8_tflite(
+    three_classes: tk.TransferClassifier,
+    calibration: np.ndarray,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    path = tmp_path_factory.mktemp("export") / "int8.tflite"
+    return export_classifier(
+        three_classes, path, format="tflite", quantize="int8", representative_data=calibration
+    )
+
+
+@pytest.fixture(scope="module")
+def integer_output_tflite(
+    three_classes: tk.TransferClassifier,
+    calibration: np.ndarray,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    path = tmp_path_factory.mktemp("export") / "int8_io.tflite"
+    return export_classifier(
+        three_classes,
+        path,
+        format="tflite",
+        quantize="int8",
+        representative_data=calibration,
+        integer_output=True,
+    )
+
+
+def tensor_types(path: Path) -> set[str]:
+    """The types of every tensor inside a TFLite model, its outputs left out."""
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    outputs = {detail["index"] for detail in interpreter.get_output_details()}
+    return {
+        np.dtype(detail["dtype"]).name
+        for detail in interpreter.get_tensor_details()
+        if detail["index"] not in outputs
+    }
+
+
+@pytest.fixture
+def test_images() -> np.ndarray:
+    return separable_images(30, num_classes=3, seed=5)[0]
+
+
+@pytest.mark.slow
+def test_int8_tflite_computes_in_int8_from_the_uint8_input(int8_tflite: Path) -> None:
+    # int32 holds the biases and the shapes; no float tensor but the output itself.
+    assert tensor_types(int8_tflite) <= {"uint8", "int8", "int32"}
+
+
+@pytest.mark.slow
+def test_int8_tflite_takes_raw_uint8_pixels_unscaled(int8_tflite: Path) -> None:
+    runner = tf.lite.Interpreter(model_path=str(int8_tflite)).get_signature_runner()
+    images = runner.get_input_details()["images"]
+    assert images["dtype"] == np.uint8
+    assert images["quantization"] == (1.0, 0)
+    assert list(images["shape_signature"]) == [-1, 32, 32, 3]
+
+
+@pytest.mark.slow
+def test_int8_tflite_agrees_with_predict(
+    three_classes: tk.TransferClassifier, int8_tflite: Path, test_images: np.ndarray
+) -> None:
+    served = interpret(int8_tflite, test_images)
+    expected = three_classes.predict(test_images)
+    assert served.dtype == np.float32
+    np.testing.assert_array_equal(served.argmax(axis=1), expected.argmax(axis=1))
+    np.testing.assert_allclose(served, expected, atol=INT8_TOLERANCE)
+
+
+@pytest.mark.slow
+def test_integer_output_gives_uint8_probabilities_that_dequantize_to_predict(
+    three_classes: tk.TransferClassifier, integer_output_tflite: Path, test_images: np.ndarray
+) -> None:
+    runner = tf.lite.Interpreter(model_path=str(integer_output_tflite)).get_signature_runner()
+    scale, zero_point = runner.get_output_details()["probabilities"]["quantization"]
+    served = runner(images=test_images)["probabilities"]
+    assert served.dtype == np.uint8
+    assert tensor_types(integer_output_tflite) <= {"uint8", "int8", "int32"}
+    probabilities = (served.astype(np.float32) - zero_point) * scale
+    expected = three_classes.predict(test_images)
+    np.testing.assert_array_equal(probabilities.argmax(axis=1), expected.argmax(axis=1))
+    np.testing.assert_allclose(probabilities, expected, atol=INT8_TOLERANCE)
+
+
+@pytest.mark.slow
+def test_int8_tflite_calibrates_on_a_dataset_of_image_label_batches_as_on_the_array(
+    three_classes: tk.TransferClassifier,
+    calibration: np.ndarray,
+    int8_tflite: Path,
+    tmp_path: Path,
+) -> None:
+    labels = np.zeros(len(calibration), "int32")
+    dataset = tf.data.Dataset.from_tensor_slices((calibration, labels)).batch(16)
+    path = export_classifier(
+        three_classes,
+        tmp_path / "from_dataset.tflite",
+        format="tflite",
+        quantize="int8",
+        representative_data=dataset,
+    )
+    assert path.read_bytes() == int8_tflite.read_bytes()
+
+
+@pytest.mark.slow
+def test_int8_calibration_reads_an_endless_dataset_only_up_to_its_limit(
+    three_classes: tk.TransferClassifier, calibration: np.ndarray, tmp_path: Path
+) -> None:
+    endless = tf.data.Dataset.from_tensor_slices(calibration).repeat()
+    path = export_classifier(
+        three_classes,
+        tmp_path / "endless.tflite",
+        format="tflite",
+        quantize="int8",
+        representative_data=endless,
+    )
+    assert tk.export.CALIBRATION_IMAGES == 300
+    assert interpret(path, calibration[:2]).shape == (2, 3)
+
+
+@pytest.mark.slow
+def test_int8_tflite_of_a_multi_label_classifier_also_returns_the_labels(
+    tmp_path: Path, calibration: np.ndarray
+) -> None:
+    clf = tk.TransferClassifier(TINY_BACKBONE, num_classes=3, weights=None, multi_label=True)
+    path = export_classifier(
+        clf, tmp_path / "tags.tflite", format="tflite", quantize="int8",
+        representative_data=calibration,
+    )  # fmt: skip
+    runner = tf.lite.Interpreter(model_path=str(path)).get_signature_runner()
+    outputs = runner(images=calibration[:8])
+    expected = clf.predict(calibration[:8])
+    np.testing.assert_allclose(outputs["probabilities"], expected, atol=INT8_TOLERANCE)
+    assert outputs["labels"].dtype == np.bool_
+    assert outputs["labels"].shape == (8, 3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"quantize": "int8"}, "Received: representative_data=None"),
+        ({"quantize": "dynamic_range", "representative_data": "x"}, "quantize='dynamic_range'"),
+        ({"representative_data": "x"}, "Received: quantize=None"),
+        ({"integer_output": True}, "pass quantize='int8' too"),
+        ({"quantize": "int8", "representative_data": "x", "integer_output": 1}, "True or False"),
+    ],
+)
+def test_int8_arguments_are_refused_before_any_work(
+    binary: tk.TransferClassifier, tmp_path: Path, kwargs: dict[str, object], match: str
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=match):
+        export_classifier(binary, tmp_path / "model.tflite", format="tflite", **kwargs)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("images", "error", "match"),
+    [
+        (np.zeros((4, 16, 16, 3), "uint8"), ImageShapeError, "representative_data: .*16, 16"),
+        (np.zeros((4, 32, 32, 1), "uint8"), ImageShapeError, "3 \\(RGB\\) channels"),
+        (np.zeros((0, 32, 32, 3), "uint8"), DataError, "holds no images"),
+    ],
+)
+def test_int8_representative_images_of_the_wrong_shape_are_refused_before_any_work(
+    binary: tk.TransferClassifier,
+    tmp_path: Path,
+    images: np.ndarray,
+    error: type[Exception],
+    match: str,
+) -> None:
+    with pytest.raises(error, match=match):
+        export_classifier(
+            binary, tmp_path / "model.tflite", format="tflite", quantize="int8",
+            representative_data=images,
+        )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------- ONNX
+
+
+@pytest.fixture(scope="module")
+def onnx_file(binary: tk.TransferClassifier, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return binary.export(tmp_path_factory.mktemp("export") / "binary.onnx", format="onnx")
+
+
+def run_onnx(path: Path, images: np.ndarray) -> dict[str, np.ndarray]:
+    import onnxruntime  # in the test extra: the ONNX tests fail loudly without it
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    return dict(zip(names, session.run(names, {"images": images}), strict=True))
+
+
+@pytest.mark.slow
+def test_onnx_takes_uint8_images_and_returns_probabilities(onnx_file: Path) -> None:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    [images] = session.get_inputs()
+    assert (images.name, images.type, images.shape[1:]) == ("images", "tensor(uint8)", [32, 32, 3])
+    assert [(o.name, o.type) for o in session.get_outputs()] == [("probabilities", "tensor(float)")]
+
+
+@pytest.mark.slow
+def test_onnx_matches_predict(
+    binary: tk.TransferClassifier, onnx_file: Path, images: np.ndarray
+) -> None:
+    served = run_onnx(onnx_file, images)["probabilities"]
+    np.testing.assert_allclose(served, binary.predict(images), atol=ONNX_TOLERANCE)
+
+
+@pytest.mark.slow
+def test_onnx_of_a_multi_label_classifier_returns_the_labels_at_the_thresholds(
+    tmp_path: Path, images: np.ndarray
+) -> None:
+    clf = tk.TransferClassifier(TINY_BACKBONE, num_classes=3, weights=None, multi_label=True)
+    clf.thresholds = (0.3, 0.5, 0.7)
+    served = run_onnx(export_classifier(clf, tmp_path / "tags.onnx", format="onnx"), images)
+    expected = clf.predict(images)
+    np.testing.assert_allclose(served["probabilities"], expected, atol=ONNX_TOLERANCE)
+    np.testing.assert_array_equal(served["labels"], expected >= [0.3, 0.5, 0.7])
+
+
+def test_onnx_without_tf2onnx_names_what_to_install_before_any_work(
+    binary: tk.TransferClassifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if it were not installed
+    importlib.invalidate_caches()
+    with pytest.raises(MissingDependencyError, match="pip install tf2onnx onnx.*without tf2onnx"):
+        binary.export(tmp_path / "model.onnx", format="onnx")
     assert list(tmp_path.iterdir()) == []
 
 

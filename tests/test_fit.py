@@ -18,6 +18,7 @@ import tensorflow as tf
 import transferkit as tk
 from conftest import TINY_BACKBONE, separable_images
 from interruptions import InterruptAt, Interrupted
+from transferkit.data.splits import split_validation
 from transferkit.errors import DataError, InvalidArgumentError
 from transferkit.training import fit_policy as _fit
 
@@ -49,7 +50,7 @@ def test_epoch_budget_makes_about_the_steps_between_the_bounds(
 
 def test_validation_split_holds_out_the_fraction_of_every_class() -> None:
     images, labels = separable_images(60, num_classes=3, seed=1)
-    (train_x, train_y), (val_x, val_y) = _fit.split_validation(images, labels, 0.2, seed=3)
+    (train_x, train_y), (val_x, val_y) = split_validation(images, labels, 0.2, seed=3)
     assert np.bincount(val_y).tolist() == [4, 4, 4]
     assert len(train_y) + len(val_y) == 60
     seen = {image.tobytes() for image in train_x}
@@ -58,9 +59,9 @@ def test_validation_split_holds_out_the_fraction_of_every_class() -> None:
 
 def test_validation_split_is_the_same_for_the_same_seed() -> None:
     images, labels = separable_images(30, num_classes=3, seed=1)
-    first = _fit.split_validation(images, labels, 0.2, seed=3)
-    again = _fit.split_validation(images, labels, 0.2, seed=3)
-    other = _fit.split_validation(images, labels, 0.2, seed=4)
+    first = split_validation(images, labels, 0.2, seed=3)
+    again = split_validation(images, labels, 0.2, seed=3)
+    other = split_validation(images, labels, 0.2, seed=4)
     np.testing.assert_array_equal(first[1][0], again[1][0])
     assert not np.array_equal(first[1][0], other[1][0])
 
@@ -69,7 +70,7 @@ def test_validation_split_refuses_a_class_of_one_image() -> None:
     images, labels = separable_images(5, num_classes=3, seed=1)
     labels = np.array([0, 0, 1, 1, 2])
     with pytest.raises(DataError, match="Class 2 has 1 image"):
-        _fit.split_validation(images, labels, 0.2, seed=0)
+        split_validation(images, labels, 0.2, seed=0)
 
 
 # ---------------------------------------------------------------------- the whole job
@@ -131,10 +132,7 @@ def test_fit_records_every_decision_in_order(
         "reason": "given",
     }
     rate = decisions["head_learning_rate"]["value"]
-    assert decisions["fine_tune_learning_rate"]["value"] == [
-        rate * _fit.FINE_TUNE_RATE_FACTOR / _fit.DISCRIMINATIVE_SPREAD,
-        rate * _fit.FINE_TUNE_RATE_FACTOR,
-    ]
+    assert decisions["fine_tune_learning_rate"]["value"] == rate * _fit.FINE_TUNE_RATE_FACTOR
 
 
 def test_fit_decisions_are_saved_with_the_classifier(
@@ -211,21 +209,21 @@ def test_multi_hot_split_holds_out_each_labels_fraction_and_keeps_every_label() 
     rng = np.random.default_rng(0)
     targets = (rng.random((200, 5)) < [0.5, 0.2, 0.05, 0.02, 0.3]).astype(np.float32)
     images = np.arange(200)
-    (train_x, train_y), (val_x, val_y) = _fit.split_validation(images, targets, 0.2, seed=3)
+    (train_x, train_y), (val_x, val_y) = split_validation(images, targets, 0.2, seed=3)
 
     assert sorted([*train_x, *val_x]) == list(range(200))
     assert len(val_y) == 40
     np.testing.assert_allclose(val_y.sum(axis=0), 0.2 * targets.sum(axis=0), atol=1.0)
     assert (train_y.sum(axis=0) > 0).all()
-    again = _fit.split_validation(images, targets, 0.2, seed=3)
+    again = split_validation(images, targets, 0.2, seed=3)
     np.testing.assert_array_equal(again[1][0], val_x)
 
 
 def test_multi_hot_split_keeps_a_label_of_one_image_in_training() -> None:
     targets = np.array([[1, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 1, 1], [1, 0, 0]])
     for seed in range(5):
-        (_, train_y), (_, val_y) = _fit.split_validation(np.arange(6), targets, 0.2, seed)
+        (_, train_y), (_, val_y) = split_validation(np.arange(6), targets, 0.2, seed)
         assert len(val_y) >= 1
         assert (train_y.sum(axis=0) > 0).all()
     with pytest.raises(DataError, match="too few to hold any out"):
-        _fit.split_validation(np.arange(2), np.array([[1, 0], [0, 1]]), 0.2, seed=0)
+        split_validation(np.arange(2), np.array([[1, 0], [0, 1]]), 0.2, seed=0)

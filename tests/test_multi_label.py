@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
+from transferkit.data.inputs import check_multi_hot
 from transferkit.errors import DataError, InvalidArgumentError, TransferkitWarning
 from transferkit.inference import thresholds as ml
+from transferkit.model.compile import SigmoidF1Score, multi_label_metrics
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -22,7 +24,7 @@ def test_metrics_on_logits_agree_with_scikit_learn_on_probabilities():
     probabilities = _sigmoid(logits)
 
     results = {}
-    for metric in ml.metrics():
+    for metric in multi_label_metrics():
         metric.update_state(targets, logits)
         results[metric.name] = float(metric.result())
 
@@ -35,11 +37,11 @@ def test_metrics_on_logits_agree_with_scikit_learn_on_probabilities():
 
 
 def test_sigmoid_f1_round_trips_through_keras_serialization():
-    metric = ml.SigmoidF1Score(average="macro", threshold=0.5, name="macro_f1")
+    metric = SigmoidF1Score(average="macro", threshold=0.5, name="macro_f1")
 
     rebuilt = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
 
-    assert isinstance(rebuilt, ml.SigmoidF1Score)
+    assert isinstance(rebuilt, SigmoidF1Score)
     assert rebuilt.average == "macro"
 
 
@@ -106,4 +108,4 @@ def test_bad_thresholds_and_targets_are_refused():
     with pytest.raises(DataError, match=r"targets of shape \(2,\)"):
         ml.tune_thresholds(np.zeros((2, 2)), np.zeros(2))
     with pytest.raises(DataError, match=r"rows of 3 zeros and ones"):
-        ml.check_multi_hot(np.array([0, 2, 1]), 3, "train")
+        check_multi_hot(np.array([0, 2, 1]), 3, "train")

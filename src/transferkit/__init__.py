@@ -20,8 +20,9 @@ imports Keras and registers transferkit's Keras layers.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
+
+from transferkit._version import __version__
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load on first use
     from transferkit import (
@@ -48,10 +49,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load on 
     from transferkit.interpret import Interpretation, MultiLabelInterpretation
     from transferkit.lr_finder import LearningRateFinderResult
 
-try:
-    __version__ = version("transferkit")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
 
 #: The public modules: each is reachable as an attribute (``tk.pooling``) and importable
 #: (``import transferkit.pooling``). The code lives in the subpackages below them.

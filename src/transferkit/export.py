@@ -1,10 +1,11 @@
-"""Exporting a classifier for serving: a TensorFlow SavedModel or a TFLite flatbuffer.
+"""Exporting a classifier for serving: a TensorFlow SavedModel, a TFLite flatbuffer or ONNX.
 
 The public face of :mod:`transferkit.serving.export`, where the code lives (the contributing
 guide shows the package's layers).
 """
 
 from transferkit.serving.export import (
+    CALIBRATION_IMAGES,
     INPUT_NAME,
     LABELS_NAME,
     OUTPUT_NAME,
@@ -15,6 +16,7 @@ from transferkit.serving.export import (
 )
 
 __all__ = [
+    "CALIBRATION_IMAGES",
     "INPUT_NAME",
     "LABELS_NAME",
     "OUTPUT_NAME",

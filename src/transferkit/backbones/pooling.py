@@ -45,7 +45,7 @@ def _check_prefix(prefix_tokens: object) -> int:
 
 
 @keras.saving.register_keras_serializable(package="transferkit")
-class TokenPooling(keras.layers.Layer):  # type: ignore[misc]  # keras is untyped
+class TokenPooling(keras.layers.Layer):
     """Pools a token sequence ``(batch, tokens, channels)`` into ``(batch, channels)``.
 
     Args:
@@ -96,7 +96,7 @@ class TokenPooling(keras.layers.Layer):  # type: ignore[misc]  # keras is untype
 
 
 @keras.saving.register_keras_serializable(package="transferkit")
-class PatchGrid(keras.layers.Layer):  # type: ignore[misc]  # keras is untyped
+class PatchGrid(keras.layers.Layer):
     """Turns patch tokens back into a feature map ``(batch, rows, columns, channels)``.
 
     The last ``rows * columns`` tokens are the patch tokens, row by row, as ViT, DeiT,

@@ -36,7 +36,7 @@ _TORCH_STD = (0.229, 0.224, 0.225)
 
 
 @keras.saving.register_keras_serializable(package="transferkit")
-class ImagePreprocessing(keras.layers.Layer):  # type: ignore[misc]  # keras is untyped
+class ImagePreprocessing(keras.layers.Layer):
     """Maps raw RGB pixels (0-255, channels last) to a backbone's expected input.
 
     The modes reproduce ``keras.applications.imagenet_utils.preprocess_input``:
@@ -111,7 +111,7 @@ def _channel_values(name: str, value: object) -> ChannelValues:
 
 
 @keras.saving.register_keras_serializable(package="transferkit")
-class ImageRescaling(keras.layers.Layer):  # type: ignore[misc]  # keras is untyped
+class ImageRescaling(keras.layers.Layer):
     """Computes ``pixels * scale + offset``, per channel or for all channels.
 
     This is the arithmetic of a keras-hub image converter (its resizing is done by

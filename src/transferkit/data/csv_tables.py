@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,19 +27,12 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit import _validation
-from transferkit.data.folders import DirectoryData, PathLike, _decode, check_images
+from transferkit.data import table_rows
+from transferkit.data.folders import DirectoryData
+from transferkit.data.image_files import PathLike, checked_files, decode
 from transferkit.errors import DataError, InvalidArgumentError, MissingDependencyError
 
 __all__ = ["from_csv", "from_dataframe"]
-
-_MAX_LISTED = 10
-
-
-@dataclass(frozen=True)
-class _Row:
-    where: str  # "line 3" of a CSV file, "index 7" of a DataFrame
-    filename: str
-    labels: tuple[str, ...]
 
 
 def from_csv(
@@ -326,15 +319,16 @@ def _require_columns(present: list[str], required: Sequence[str], source: str) -
 def _build(
     cells: Sequence[tuple[str, object, object]], settings: _Settings, source: str
 ) -> DirectoryData:
-    rows = _parse(cells, settings.delimiter, source)
-    names = _class_names(rows, settings.class_names, source)
+    rows = table_rows.parse(cells, settings.delimiter, source)
+    names = table_rows.class_names(rows, settings.class_names, source)
     multi = settings.multi_label
     if multi is None:
         multi = any(len(row.labels) > 1 for row in rows)
     elif not multi:
-        _refuse_several_labels(rows, source)
-    files = _existing_files(rows, settings.folder, source)
-    check_images(files)  # the decode check folders get, before any dataset is built
+        table_rows.refuse_several_labels(rows, source)
+    files = table_rows.existing_files(rows, settings.folder, source)
+    # The check folders get, before any dataset is built; it finds each photo's orientation.
+    orientations = np.array(checked_files(files)[1], np.int32)
     counts = _split_counts(len(rows), settings, source)
 
     order = np.random.default_rng(settings.seed).permutation(len(rows))
@@ -346,14 +340,14 @@ def _build(
             targets[i, [index[label] for label in row.labels]] = 1.0
     else:
         targets = np.array([index[row.labels[0]] for row in rows], np.int32)
-    paths = np.array([os.fspath(f) for f in files])
+    columns = (np.array([os.fspath(f) for f in files]), orientations, targets)
     held_out = counts.get("validation", 0) + counts.get("test", 0)
     train_rows = np.sort(order[held_out:])  # table order, shuffled by the pipeline
     validation_rows = np.sort(order[counts.get("test", 0) : held_out])
     test_rows = np.sort(order[: counts.get("test", 0)])
 
     def dataset(rows_: np.ndarray, *, shuffle: bool) -> Any:
-        return _dataset(paths[rows_], targets[rows_], names, settings, shuffle=shuffle)
+        return _dataset(tuple(c[rows_] for c in columns), names, settings, shuffle=shuffle)
 
     return DirectoryData(
         train=dataset(train_rows, shuffle=True),
@@ -362,111 +356,6 @@ def _build(
         class_names=names,
         counts=counts,
     )
-
-
-def _parse(cells: Iterable[tuple[str, object, object]], delimiter: str, source: str) -> list[_Row]:
-    rows: list[_Row] = []
-    no_file: list[str] = []
-    no_label: list[str] = []
-    for where, filename, labels in cells:
-        name = _cell(filename)
-        if isinstance(labels, (list, tuple, np.ndarray)):
-            found = [_cell(label) for label in labels]
-        else:
-            found = _cell(labels).split(delimiter)
-        kept = tuple(dict.fromkeys(label.strip() for label in found if label.strip()))
-        if not name:
-            no_file.append(where)
-        if not kept:
-            no_label.append(f"{where} ({name})" if name else where)
-        rows.append(_Row(where, name, kept))
-    if not rows:
-        msg = f"{source} has no rows. Received: {source}"
-        raise DataError(msg)
-    if no_file:
-        msg = f"Rows of {source} with an empty file name: {_listing(no_file)}. Received: {source}"
-        raise DataError(msg)
-    if no_label:
-        msg = (
-            f"Rows of {source} with an empty label cell: {_listing(no_label)}. Every image "
-            f"needs at least one label; fill them in or drop the rows. Received: {source}"
-        )
-        raise DataError(msg)
-    seen: dict[str, str] = {}
-    repeated = [
-        f"{row.filename} ({seen[row.filename]} and {row.where})"
-        for row in rows
-        if seen.setdefault(row.filename, row.where) != row.where
-    ]
-    if repeated:
-        msg = (
-            f"Files listed more than once in {source}: {_listing(repeated)}. Give each image "
-            f"one row holding all its labels. Received: {source}"
-        )
-        raise DataError(msg)
-    return rows
-
-
-def _cell(value: object) -> str:
-    # A DataFrame holds NaN (a float) where a CSV cell was empty.
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    return str(value).strip()
-
-
-def _class_names(
-    rows: Sequence[_Row], expected: tuple[str, ...] | None, source: str
-) -> tuple[str, ...]:
-    found = {label for row in rows for label in row.labels}
-    if expected is not None:
-        # Classes no row has are allowed: a test table need not hold every class.
-        unknown = sorted(found - set(expected))
-        if unknown:
-            msg = (
-                f"The labels of {source} include {unknown}, which are not in class_names "
-                f"{list(expected)}. Received: class_names={list(expected)}"
-            )
-            raise DataError(msg)
-        return expected
-    if len(found) < 2:
-        msg = (
-            f"{source} has only the label {sorted(found)}; a classifier needs at least two "
-            f"classes. Received: {source}"
-        )
-        raise DataError(msg)
-    return tuple(sorted(found))
-
-
-def _refuse_several_labels(rows: Sequence[_Row], source: str) -> None:
-    several = [
-        f"{row.where} ({row.filename}: {' '.join(row.labels)})"
-        for row in rows
-        if len(row.labels) > 1
-    ]
-    if several:
-        msg = (
-            f"Rows of {source} with more than one label: {_listing(several)}, but "
-            "multi_label=False. Pass multi_label=True (or None) for multi-label data, or "
-            f"check label_delimiter. Received: multi_label=False"
-        )
-        raise DataError(msg)
-
-
-def _existing_files(rows: Sequence[_Row], folder: Path, source: str) -> list[Path]:
-    files = [folder / row.filename for row in rows]
-    missing = [
-        f"{row.where} ({row.filename})"
-        for row, f in zip(rows, files, strict=True)
-        if not f.is_file()
-    ]
-    if missing:
-        msg = (
-            f"{len(missing)} rows of {source} name files that do not exist in "
-            f"{os.fspath(folder)!r}: {_listing(missing)}. Fix the file names or image_dir. "
-            f"Received: image_dir={os.fspath(folder)!r}"
-        )
-        raise DataError(msg)
-    return files
 
 
 def _split_counts(total: int, settings: _Settings, source: str) -> dict[str, int]:
@@ -491,17 +380,19 @@ def _split_counts(total: int, settings: _Settings, source: str) -> dict[str, int
 
 
 def _dataset(
-    paths: np.ndarray,
-    targets: np.ndarray,
+    columns: tuple[np.ndarray, ...],
     names: tuple[str, ...],
     settings: _Settings,
     *,
     shuffle: bool,
 ) -> Any:
-    def load(path: tf.Tensor, target: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return _decode(path, settings.size), target  # the pixels folders give
+    """Batches of the rows' images and targets; ``columns`` are paths, orientations, targets."""
 
-    dataset = tf.data.Dataset.from_tensor_slices((paths, targets))
+    def load(path: tf.Tensor, orientation: tf.Tensor, target: tf.Tensor) -> Any:
+        return decode(path, orientation, settings.size), target  # the pixels folders give
+
+    paths = columns[0]
+    dataset = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle:
         dataset = dataset.shuffle(len(paths), seed=settings.seed, reshuffle_each_iteration=True)
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
@@ -509,10 +400,5 @@ def _dataset(
     batched.class_names = list(names)
     batched.file_paths = [str(p) for p in paths]  # to name a file damaged mid-way
     if shuffle:  # interpretation reads it in table order, where file_paths name each image
-        batched.in_table_order = _dataset(paths, targets, names, settings, shuffle=False)
+        batched.in_table_order = _dataset(columns, names, settings, shuffle=False)
     return batched
-
-
-def _listing(items: Sequence[str]) -> str:
-    more = f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
-    return ", ".join(items[:_MAX_LISTED]) + more

@@ -1,24 +1,36 @@
-"""Reading class folders with Keras and splitting them into training, validation and test.
+"""Datasets from listed class folders, split into training, validation and test.
 
-:class:`FolderLoader` calls ``keras.utils.image_dataset_from_directory`` with the settings every
-split shares; :func:`split_counts` checks a split before Keras makes it, for a clear message.
+:class:`FolderLoader` builds the datasets ``keras.utils.image_dataset_from_directory`` builds
+(same order of files, same seeded shuffles and splits, same decoding), from a listing that
+:mod:`transferkit.data.folders` has already checked; it carries each file's EXIF orientation
+into the decoding, which Keras' loader cannot. :func:`split_counts` checks a split before it
+is made, for a clear message.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-import keras
+import numpy as np
 import tensorflow as tf
 
-from transferkit.data.image_files import show
+from transferkit.data.image_files import decode, show
 from transferkit.errors import DataError
 
-__all__ = ["FolderLoader", "batched", "quiet_keras", "split_counts"]
+__all__ = ["FolderLoader", "ImageFile", "batched", "carve_test", "split_counts"]
+
+# Keras' shuffle buffer for unbatched folder datasets; the same seed then gives the same order.
+_SHUFFLE_BUFFER = 1024
+
+
+class ImageFile(NamedTuple):
+    """A listed image file: its path, its class index and its EXIF orientation."""
+
+    path: str
+    label: int
+    orientation: int
 
 
 def split_size(fraction: float, total: int, name: str, folder: Path) -> int:
@@ -41,7 +53,7 @@ def split_counts(
     test_split: float | None,
     validation_source: Path,
 ) -> dict[str, int]:
-    """How many images of each class go to training and to validation."""
+    """How many images each split holds, checked before any split is made."""
     counts = dict(folder_sizes)
     if validation_split is not None:
         held_out = split_size(
@@ -57,45 +69,62 @@ def split_counts(
 
 
 class FolderLoader:
-    """Calls ``image_dataset_from_directory`` with the settings every split shares."""
+    """Makes one split's datasets as ``image_dataset_from_directory`` does, upright."""
 
-    def __init__(self, size: tuple[int, int], names: tuple[str, ...], seed: int) -> None:
+    def __init__(self, size: tuple[int, int], seed: int) -> None:
         self._size = size
-        self._names = list(names)
         self._seed = seed
 
     def __call__(
-        self, folder: Path, *, shuffle: bool = True, validation_split: float | None = None
+        self,
+        files: Sequence[ImageFile],
+        *,
+        shuffle: bool = True,
+        validation_split: float | None = None,
     ) -> Any:
-        """One of Keras' folder datasets, read quietly, with this loader's settings."""
-        with quiet_keras():
-            return keras.utils.image_dataset_from_directory(
-                os.fspath(folder),
-                labels="inferred",
-                label_mode="int",
-                class_names=self._names,
-                color_mode="rgb",
-                batch_size=None,  # unbatched, so a test set can be carved out image by image
-                image_size=self._size,
-                shuffle=shuffle,
-                seed=self._seed,
-                validation_split=validation_split,
-                subset="both" if validation_split is not None else None,
-                verbose=False,
-            )
+        """The files' dataset, or its (training, validation) halves with a validation split.
+
+        With ``shuffle``, the files are shuffled once with the seed (numpy's legacy
+        generator, as Keras does), which also picks the validation half (the last
+        ``int(validation_split * n)`` files); the training half is reshuffled every epoch.
+        Without it, the files come in their listed order.
+        """
+        ordered = list(files)
+        if shuffle:
+            # Keras' legacy generator, so a seed picks the split it picked before.
+            np.random.RandomState(self._seed).shuffle(ordered)
+        if validation_split is None:
+            return self._dataset(ordered, shuffle=shuffle)
+        held_out = int(validation_split * len(ordered))
+        return (
+            self._dataset(ordered[:-held_out], shuffle=shuffle),
+            self._dataset(ordered[-held_out:], shuffle=False),
+        )
+
+    def _dataset(self, files: list[ImageFile], *, shuffle: bool) -> Any:
+        paths = [file.path for file in files]
+        labels = np.array([file.label for file in files], np.int32)
+        orientations = np.array([file.orientation for file in files], np.int32)
+        dataset = tf.data.Dataset.from_tensor_slices((paths, labels, orientations))
+        if shuffle:
+            dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=self._seed)
+        size = self._size
+        dataset = dataset.map(
+            lambda path, label, orientation: (decode(path, orientation, size), label),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        dataset.file_paths = paths  # for naming a file that fails to decode
+        return dataset
 
 
-@contextlib.contextmanager
-def quiet_keras() -> Iterator[None]:
-    """Silences Keras' own file counts while a folder is read; ours say it."""
-    # Keras prints "Using N files for training." even with verbose=False; our counts say it.
-    was_enabled = keras.config.is_interactive_logging_enabled()
-    keras.config.disable_interactive_logging()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            keras.config.enable_interactive_logging()
+def carve_test(validation: Any, test_size: int) -> tuple[Any, Any]:
+    """Splits a validation dataset into validation and test datasets that share no image."""
+    # The validation half comes in a fixed (seeded) order and is never reshuffled, so
+    # take/skip split it once.
+    files = validation.file_paths
+    remaining, test = validation.skip(test_size), validation.take(test_size)
+    remaining.file_paths = test.file_paths = files  # each holds some of them
+    return remaining, test
 
 
 def batched(dataset: tf.data.Dataset, batch_size: int, names: tuple[str, ...]) -> Any:

@@ -1,20 +1,25 @@
 """Labeled image datasets from folders: one subfolder of images per class.
 
-:func:`from_directory` wraps ``keras.utils.image_dataset_from_directory`` (integer labels,
-RGB, bilinear resizing) and adds what the reference recipe does by hand: the ``train/`` and
-``validation/`` layout, a test set carved out of the validation images, and prefetching.
+:func:`from_directory` reads folders as ``keras.utils.image_dataset_from_directory`` does
+(integer labels, RGB, bilinear resizing, the same file order, seeded splits and shuffles) and
+adds what the reference recipe does by hand: the ``train/`` and ``validation/`` layout, a test
+set carved out of the validation images, and prefetching. It lists and reads the files itself,
+so that photos come the right way up: each JPEG's EXIF orientation, found by the file check,
+is applied before resizing (see :mod:`transferkit.data.orientation`), here and in
+:func:`from_files`, :func:`load_images` and the CSV tables alike.
 
 Every file is checked before any dataset is built, so a bad file fails at once with its name
-instead of stopping an epoch halfway with a decoder error. The check is cheap: it reads the
-first 32 bytes and the last KiB of each file (the format's signature and its end marker) and
-decodes only the files that look cut short: 0.26 s for 3,000 JPEGs of 90 KiB, where decoding
-them all once takes about 20 s. BMP, WebP and JPEG XL files, whose end cannot be checked that
-way (and some of whose variants TensorFlow cannot decode: 1-bit BMPs, animated WebPs), are
-decoded in full. So the check accepts exactly what ``tf.io.decode_image`` decodes, except a
-file damaged in its middle behind an intact end marker: it passes the check, and reading it
-mid-epoch stops training with a :class:`~transferkit.errors.DataError` that names it (the
-last checkpoint is kept, see :doc:`/howto/from_folder`). Files that fail the check are an
-error, not skipped: training on silently fewer images hides the problem.
+instead of stopping an epoch halfway with a decoder error. The check is cheap, because
+decoding every file twice would double the cost of reading a folder: it reads the first 32
+bytes and the last KiB of each file (the format's signature and its end marker) and decodes
+only the files that look cut short (:doc:`/performance` has the figures). BMP, WebP and JPEG
+XL files, whose end cannot be checked that way (and some of whose variants TensorFlow cannot
+decode: 1-bit BMPs, animated WebPs), are decoded in full. So the check accepts exactly what
+``tf.io.decode_image`` decodes, except a file damaged in its middle behind an intact end
+marker: it passes the check, and reading it mid-epoch stops training with a
+:class:`~transferkit.errors.DataError` that names it (the last checkpoint is kept, see
+:doc:`/howto/from_folder`). Files that fail the check are an error, not skipped: training on
+silently fewer images hides the problem.
 
 Grayscale, palette and RGBA images are converted to RGB when they are decoded (RGBA by
 dropping the alpha channel), so a folder may mix them.
@@ -23,24 +28,33 @@ dropping the alpha channel), so a folder may mix them.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from transferkit import _validation
-from transferkit.data.folder_splits import FolderLoader, batched, split_counts
-from transferkit.data.image_files import check_file, listing, raise_for_bad_files, show
-from transferkit.errors import (
-    ClassNamesMismatchError,
-    DataError,
-    InvalidArgumentError,
-    TransferkitWarning,
+from transferkit.data import class_folders
+from transferkit.data.class_folders import IMAGE_EXTENSIONS
+from transferkit.data.folder_splits import (
+    FolderLoader,
+    ImageFile,
+    batched,
+    carve_test,
+    split_counts,
 )
+from transferkit.data.image_files import (
+    PathLike,
+    checked_files,
+    decode,
+    show,
+    undecodable_files_named,
+)
+from transferkit.errors import DataError, InvalidArgumentError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -51,12 +65,6 @@ __all__ = [
     "list_images",
     "load_images",
 ]
-
-#: The file extensions ``image_dataset_from_directory`` reads (any case); others are ignored.
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
-_VALIDATION_FOLDERS = ("validation", "val")
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 @dataclass(frozen=True)
@@ -152,82 +160,23 @@ def from_directory(
             ``class_names``.
         InvalidArgumentError: an argument has an invalid value.
     """
-    size = _validation.image_size(image_size)
-    batch_size = _validation.positive_int("batch_size", batch_size)
-    if validation_split is not None:
-        validation_split = _validation.fraction("validation_split", validation_split)
-    if test_split is not None:
-        test_split = _validation.fraction("test_split", test_split)
-    if seed is not None:
-        if _validation.as_int(seed) is None:
-            msg = f"seed must be an int or None. Received: seed={seed!r}"
-            raise InvalidArgumentError(msg)
-        seed = _validation.as_int(seed)
-    _validation.choice("shuffle", shuffle, (True, False))
-    expected = _validation.class_names(class_names)
-    root = _existing_folder(path)
-    if seed is None:
-        # Keras needs one seed for both halves of a split; pick it once.
-        seed = int(np.random.default_rng().integers(2**31))
-
-    train_folder, validation_folder, test_folder = _layout(root)
-    if validation_folder is not None and validation_split is not None:
-        msg = (
-            f"{show(root)} has a {validation_folder.name}/ folder, which is the validation "
-            "set; leave validation_split out. "
-            f"Received: path={show(root)}, validation_split={validation_split}"
-        )
-        raise InvalidArgumentError(msg)
-    if test_folder is not None and test_split is not None:
-        msg = (
-            f"{show(root)} has a test/ folder, which is the test set; leave test_split out. "
-            f"Received: path={show(root)}, test_split={test_split}"
-        )
-        raise InvalidArgumentError(msg)
-    if test_split is not None and validation_folder is None and validation_split is None:
-        msg = (
-            "test_split moves part of the validation images into a test set, but there is "
-            "no validation set: pass validation_split too, or add a validation/ folder. "
-            f"Received: path={show(root)}, test_split={test_split}"
-        )
-        raise InvalidArgumentError(msg)
-
-    # Check every folder, and the size of every split, before building anything.
-    class_counts = _scan(train_folder)
-    names = expected if expected is not None else tuple(sorted(class_counts))
-    _compare_classes(train_folder, tuple(class_counts), names, "the class names")
-    folder_sizes = {"train": sum(class_counts.values())}
-    for split, folder in (("validation", validation_folder), ("test", test_folder)):
-        if folder is not None:
-            class_counts = _scan(folder)
-            _compare_classes(folder, tuple(class_counts), names, f"those of {show(train_folder)}")
-            folder_sizes[split] = sum(class_counts.values())
-    counts = split_counts(
-        folder_sizes, validation_split, test_split, validation_folder or train_folder
+    request = _Request.check(
+        image_size, batch_size, validation_split, test_split, seed, class_names, shuffle
     )
-
-    load = FolderLoader(size, names, seed)
-    validation = test = None
-    if validation_split is not None:
-        train, validation = load(train_folder, validation_split=validation_split)
-        if test_split is not None:
-            # Keras' validation half comes in a fixed (seeded) order and is never
-            # reshuffled, so take/skip split it once: validation and test share no image.
-            files = validation.file_paths
-            validation, test = validation.skip(counts["test"]), validation.take(counts["test"])
-            validation.file_paths = test.file_paths = files  # each holds some of them
-    else:
-        train = load(train_folder, shuffle=shuffle)
-        if validation_folder is not None and test_split is not None:
-            validation, test = load(validation_folder, validation_split=test_split)
-        elif validation_folder is not None:
-            validation = load(validation_folder, shuffle=False)
-    if test_folder is not None:
-        test = load(test_folder, shuffle=False)
+    layout = class_folders.layout(class_folders.existing_folder(path))
+    _check_split_sources(layout, request)
+    names, listings = class_folders.list_splits(layout, request.class_names)
+    counts = split_counts(
+        {split: len(files) for split, files in listings.items()},
+        request.validation_split,
+        request.test_split,
+        layout.validation or layout.train,
+    )
+    train, validation, test = _split_datasets(listings, counts, request)
     return DirectoryData(
-        train=batched(train, batch_size, names),
-        validation=None if validation is None else batched(validation, batch_size, names),
-        test=None if test is None else batched(test, batch_size, names),
+        train=batched(train, request.batch_size, names),
+        validation=None if validation is None else batched(validation, request.batch_size, names),
+        test=None if test is None else batched(test, request.batch_size, names),
         class_names=names,
         counts=counts,
     )
@@ -252,7 +201,7 @@ def list_images(path: PathLike) -> list[Path]:
     if not target.exists():
         msg = f"No such file or folder: {show(target)}. Received: path={show(target)}"
         raise DataError(msg)
-    return sorted(_walk(target)[0])
+    return sorted(Path(image) for image in class_folders.walk(target)[0])
 
 
 def check_images(paths: Iterable[PathLike]) -> list[Path]:
@@ -271,16 +220,7 @@ def check_images(paths: Iterable[PathLike]) -> list[Path]:
         DataError: there are no paths, a file does not exist, or files cannot be decoded
             as images (all of them are named).
     """
-    files = [Path(p) for p in paths]
-    if not files:
-        msg = "No image files were given. Received: paths=[]"
-        raise DataError(msg)
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        msg = f"No such image file: {listing(missing)}. Received: paths={listing(missing)}"
-        raise DataError(msg)
-    raise_for_bad_files([(f, problem) for f in files if (problem := check_file(f))], None)
-    return files
+    return checked_files(paths)[0]
 
 
 def from_files(
@@ -309,21 +249,24 @@ def from_files(
     """
     size = _validation.image_size(image_size)
     batch = _validation.positive_int("batch_size", batch_size)
-    files = [os.fspath(f) for f in check_images(paths)]
-    dataset = tf.data.Dataset.from_tensor_slices(files).map(
-        lambda path: _decode(path, size), num_parallel_calls=tf.data.AUTOTUNE
+    checked, orientations = checked_files(paths)
+    files = [os.fspath(f) for f in checked]
+    dataset = tf.data.Dataset.from_tensor_slices((files, np.array(orientations, np.int32))).map(
+        lambda path, orientation: decode(path, orientation, size),
+        num_parallel_calls=tf.data.AUTOTUNE,
     )
-    batched = dataset.batch(batch).prefetch(tf.data.AUTOTUNE)
-    batched.file_paths = files
-    return batched
+    images = dataset.batch(batch).prefetch(tf.data.AUTOTUNE)
+    images.file_paths = files
+    return images
 
 
 def load_images(paths: Iterable[PathLike], image_size: int | Sequence[int]) -> np.ndarray:
     """Reads image files into one batch of raw pixels, as :func:`from_directory` does.
 
-    Images are decoded to RGB and resized (bilinear, aspect ratio not kept) exactly as
-    the training datasets are, so a classifier sees the same pixels at prediction time.
-    The whole batch is in memory at once: for many files, :func:`from_files` streams them.
+    Images are decoded to RGB, turned the way up their EXIF orientation says, and resized
+    (bilinear, aspect ratio not kept) exactly as the training datasets are, so a classifier
+    sees the same pixels at prediction time. The whole batch is in memory at once: for many
+    files, :func:`from_files` streams them.
 
     Args:
         paths: image files (any of the formats TensorFlow decodes: JPEG, PNG, GIF, BMP,
@@ -335,144 +278,109 @@ def load_images(paths: Iterable[PathLike], image_size: int | Sequence[int]) -> n
 
     Raises:
         DataError: there are no paths, a file does not exist, or files cannot be decoded
-            as images (all of them are named).
+            as images (all of them are named, those damaged in their middle too).
     """
     size = _validation.image_size(image_size)
-    files = check_images(paths)
-    return np.stack([np.asarray(_decode(tf.constant(os.fspath(f)), size)) for f in files])
+    files, orientations = checked_files(paths)
+    # A file damaged in its middle passes the check: name it, as the datasets' readers do.
+    with undecodable_files_named(SimpleNamespace(file_paths=files)):
+        return np.stack(
+            [
+                np.asarray(decode(tf.constant(os.fspath(f)), tf.constant(orientation), size))
+                for f, orientation in zip(files, orientations, strict=True)
+            ]
+        )
 
 
-def _decode(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    # What image_dataset_from_directory does to each file, so pixels match training's.
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    resized = tf.image.resize(image, size, method="bilinear")
-    resized.set_shape((*size, 3))
-    return resized
+# ---------------------------------------------------------------------- the steps of from_directory
 
 
-# ---------------------------------------------------------------------- layout and checks
+@dataclass(frozen=True)
+class _Request:
+    """The arguments of :func:`from_directory`, checked."""
+
+    size: tuple[int, int]
+    batch_size: int
+    validation_split: float | None
+    test_split: float | None
+    seed: int
+    class_names: tuple[str, ...] | None
+    shuffle: bool
+
+    @classmethod
+    def check(
+        cls,
+        image_size: object,
+        batch_size: object,
+        validation_split: object,
+        test_split: object,
+        seed: object,
+        class_names: object,
+        shuffle: object,
+    ) -> _Request:
+        size = _validation.image_size(image_size)
+        batch = _validation.positive_int("batch_size", batch_size)
+        validation = (
+            None
+            if validation_split is None
+            else _validation.fraction("validation_split", validation_split)
+        )
+        test = None if test_split is None else _validation.fraction("test_split", test_split)
+        if seed is None:
+            # Both halves of a split need the same seed; pick it once.
+            chosen = int(np.random.default_rng().integers(2**31))
+        elif (number := _validation.as_int(seed)) is None:
+            msg = f"seed must be an int or None. Received: seed={seed!r}"
+            raise InvalidArgumentError(msg)
+        else:
+            chosen = number
+        _validation.choice("shuffle", shuffle, (True, False))
+        expected = _validation.class_names(class_names)
+        return cls(size, batch, validation, test, chosen, expected, bool(shuffle))
 
 
-def _layout(root: Path) -> tuple[Path, Path | None, Path | None]:
-    train = root / "train"
-    if not (train.is_dir() and any(_subfolders(train))):
-        return root, None, None
-    found = [root / name for name in _VALIDATION_FOLDERS if (root / name).is_dir()]
-    if len(found) > 1:
+def _check_split_sources(layout: class_folders.Layout, request: _Request) -> None:
+    """Refuses a split argument for a split that a folder already holds, or cannot make."""
+    root = show(layout.root)
+    if layout.validation is not None and request.validation_split is not None:
         msg = (
-            f"{show(root)} has both a validation/ and a val/ folder; keep one. "
-            f"Received: path={show(root)}"
+            f"{root} has a {layout.validation.name}/ folder, which is the validation set; "
+            f"leave validation_split out. "
+            f"Received: path={root}, validation_split={request.validation_split}"
         )
-        raise DataError(msg)
-    test = root / "test"
-    return train, found[0] if found else None, test if test.is_dir() else None
-
-
-def _subfolders(folder: Path) -> list[Path]:
-    # Keras skips hidden folders (.ipynb_checkpoints, .git) when it infers classes.
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
-    """The image files under ``folder`` and the other (non-hidden) files Keras ignores."""
-    images: list[Path] = []
-    ignored: list[Path] = []
-    for directory, subfolders, files in os.walk(folder):
-        subfolders.sort()  # walk in sorted order, so messages list files predictably
-        for name in sorted(files):
-            file = Path(directory) / name
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                images.append(file)
-            elif not name.startswith("."):
-                ignored.append(file)
-    return images, ignored
-
-
-def _scan(folder: Path) -> dict[str, int]:
-    """Checks a folder of class folders; returns the number of images in each class."""
-    classes = _subfolders(folder)
-    if not classes:
-        loose = _walk(folder)[0]
-        hint = f" It holds {len(loose)} images directly." if loose else ""
-        msg = (
-            f"{show(folder)} has no class subfolders. Put the images of each class in a "
-            f"subfolder named for the class ({show(folder / 'cat' / '1.jpg')}, "
-            f"{show(folder / 'dog' / '1.jpg')}).{hint} Received: path={show(folder)}"
-        )
-        raise DataError(msg)
-    if len(classes) == 1:
-        msg = (
-            f"{show(folder)} has only one class subfolder ({classes[0].name!r}); a classifier "
-            f"needs at least two classes. Received: path={show(folder)}"
-        )
-        raise DataError(msg)
-    counts: dict[str, int] = {}
-    empty: list[str] = []
-    bad: list[tuple[Path, str]] = []
-    ignored: list[Path] = []
-    for class_folder in classes:
-        images, others = _walk(class_folder)
-        counts[class_folder.name] = len(images)
-        if not images:
-            empty.append(class_folder.name)
-        ignored.extend(others)
-        bad.extend((f, problem) for f in images if (problem := check_file(f)))
-    if empty:
-        msg = (
-            f"Class folders with no images in {show(folder)}: "
-            f"{', '.join(repr(name) for name in empty)}. Only {_extensions()} files are "
-            f"read; add images or remove the folders. Received: path={show(folder)}"
-        )
-        raise DataError(msg)
-    raise_for_bad_files(bad, folder)
-    if ignored:
-        warnings.warn(
-            f"{len(ignored)} files in {show(folder)} are ignored: only {_extensions()} files "
-            f"are read. Ignored: {listing(ignored, folder)}",
-            TransferkitWarning,
-            stacklevel=3,
-        )
-    return counts
-
-
-def _compare_classes(
-    folder: Path, found: tuple[str, ...], expected: tuple[str, ...], what: str
-) -> None:
-    if set(found) == set(expected):
-        return
-    missing = [name for name in expected if name not in found]
-    unexpected = [name for name in found if name not in expected]
-    details = "; ".join(
-        part
-        for part in (
-            f"missing {missing}" if missing else "",
-            f"unexpected {unexpected}" if unexpected else "",
-        )
-        if part
-    )
-    msg = (
-        f"The class folders of {show(folder)} are {sorted(found)}, which differ from "
-        f"{what} {list(expected)}: {details}. Received: path={show(folder)}"
-    )
-    raise ClassNamesMismatchError(msg)
-
-
-def _existing_folder(path: PathLike) -> Path:
-    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
-        msg = f"path must be a folder path (str or os.PathLike). Received: path={path!r}"
         raise InvalidArgumentError(msg)
-    folder = Path(path)
-    if not folder.exists():
-        msg = f"No such folder: {show(folder)}. Received: path={show(folder)}"
-        raise DataError(msg)
-    if not folder.is_dir():
+    if layout.test is not None and request.test_split is not None:
         msg = (
-            f"{show(folder)} is a file; pass a folder with one subfolder of images per "
-            f"class. Received: path={show(folder)}"
+            f"{root} has a test/ folder, which is the test set; leave test_split out. "
+            f"Received: path={root}, test_split={request.test_split}"
         )
-        raise DataError(msg)
-    return folder
+        raise InvalidArgumentError(msg)
+    no_validation = layout.validation is None and request.validation_split is None
+    if request.test_split is not None and no_validation:
+        msg = (
+            "test_split moves part of the validation images into a test set, but there is "
+            "no validation set: pass validation_split too, or add a validation/ folder. "
+            f"Received: path={root}, test_split={request.test_split}"
+        )
+        raise InvalidArgumentError(msg)
 
 
-def _extensions() -> str:
-    return ", ".join(IMAGE_EXTENSIONS)
+def _split_datasets(
+    listings: Mapping[str, list[ImageFile]], counts: Mapping[str, int], request: _Request
+) -> tuple[Any, Any, Any]:
+    """The unbatched train, validation and test datasets (None where a split is absent)."""
+    load = FolderLoader(request.size, request.seed)
+    validation = test = None
+    if request.validation_split is not None:
+        train, validation = load(listings["train"], validation_split=request.validation_split)
+        if request.test_split is not None:
+            validation, test = carve_test(validation, counts["test"])
+    else:
+        train = load(listings["train"], shuffle=request.shuffle)
+        if "validation" in listings and request.test_split is not None:
+            validation, test = load(listings["validation"], validation_split=request.test_split)
+        elif "validation" in listings:
+            validation = load(listings["validation"], shuffle=False)
+    if "test" in listings:
+        test = load(listings["test"], shuffle=False)
+    return train, validation, test

@@ -1,9 +1,12 @@
 """Which files TensorFlow can decode as images, found cheaply, and messages that name them.
 
-:func:`check_file` reads the first 32 bytes and the last KiB of a file (the format's signature
-and its end marker) and decodes only files that look cut short, or whose format has no end
-marker (BMP, WebP, JPEG XL, some of whose variants TensorFlow cannot decode). See
-:mod:`transferkit.data` for what that costs and what it misses.
+:func:`inspect_file` reads the first 32 bytes and the last KiB of a file (the format's
+signature and its end marker) and decodes only files that look cut short, or whose format has
+no end marker (BMP, WebP, JPEG XL, some of whose variants TensorFlow cannot decode). While a
+JPEG is open it also reads its EXIF orientation (:mod:`transferkit.data.orientation`), which
+:func:`decode` applies, so every path that reads image files shows them the way up a viewer
+does. See :mod:`transferkit.data.folders` for what the check misses, and
+:doc:`/performance` for what it costs.
 """
 
 from __future__ import annotations
@@ -11,17 +14,22 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Union
 
 import tensorflow as tf
 
+from transferkit.data.orientation import UPRIGHT, read_orientation, upright
 from transferkit.errors import DataError
 
 __all__ = [
     "bad_files",
     "check_file",
+    "checked_files",
+    "decode",
     "decode_problem",
+    "inspect_file",
     "listing",
     "raise_for_bad_files",
     "relative",
@@ -36,20 +44,33 @@ _OP_ERROR_NOISE = re.compile(r"^\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]$")
 _KIND_LABELS = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "bmp": "BMP", "webp": "WebP"}
 _MAX_LISTED = 10
 
+PathLike = Union[str, "os.PathLike[str]"]
+
 
 def check_file(path: Path) -> str | None:
     """Why TensorFlow cannot decode ``path`` as an image, or None if it can."""
+    return inspect_file(path)[0]
+
+
+def inspect_file(path: Path) -> tuple[str | None, int]:
+    """Why TensorFlow cannot decode ``path`` (None if it can), and its EXIF orientation."""
     try:
         size = path.stat().st_size
         with path.open("rb") as file:
             head = file.read(_HEAD_BYTES)
+            kind = _sniff(head)
+            # Exif comes first in a JPEG: it is mostly in the block the buffer already holds.
+            orientation = read_orientation(file) if kind == "jpeg" else UPRIGHT
             file.seek(max(size - _TAIL_BYTES, 0))
             tail = file.read()
     except OSError as exc:
-        return f"unreadable: {exc.strerror or exc}"
+        return f"unreadable: {exc.strerror or exc}", UPRIGHT
+    return _problem(path, head, kind, tail), orientation
+
+
+def _problem(path: Path, head: bytes, kind: str | None, tail: bytes) -> str | None:
     if not head:
         return "empty file"
-    kind = _sniff(head)
     if kind is None:
         return "not a JPEG, PNG, GIF, BMP, WebP or JPEG XL image"
     if _looks_complete(kind, tail):
@@ -61,6 +82,39 @@ def check_file(path: Path) -> str | None:
     if kind in ("jpeg", "png", "gif"):
         return f"truncated or corrupt {kind.upper()}"
     return f"{_KIND_LABELS.get(kind, kind.upper())} that TensorFlow cannot decode: {problem}"
+
+
+def checked_files(paths: Iterable[PathLike]) -> tuple[list[Path], list[int]]:
+    """The files, checked as :func:`inspect_file` does, and their EXIF orientations.
+
+    Raises:
+        DataError: there are no paths, a file does not exist, or files cannot be decoded
+            as images (all of them are named).
+    """
+    files = [Path(p) for p in paths]
+    if not files:
+        msg = "No image files were given. Received: paths=[]"
+        raise DataError(msg)
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        msg = f"No such image file: {listing(missing)}. Received: paths={listing(missing)}"
+        raise DataError(msg)
+    found = [inspect_file(f) for f in files]
+    raise_for_bad_files([(f, bad) for f, (bad, _) in zip(files, found, strict=True) if bad], None)
+    return files, [orientation for _, orientation in found]
+
+
+def decode(path: tf.Tensor, orientation: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """An image file's pixels as every dataset gives them: RGB, upright, resized (float32).
+
+    Decoded as Keras' ``image_dataset_from_directory`` decodes (so pixels match what models
+    trained on such datasets saw), turned by its EXIF orientation before the bilinear resize
+    (so the aspect ratio squeezed is the one a viewer shows).
+    """
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    resized = tf.image.resize(upright(image, orientation), size, method="bilinear")
+    resized.set_shape((*size, 3))
+    return resized
 
 
 def decode_problem(path: Path) -> str | None:

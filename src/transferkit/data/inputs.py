@@ -14,9 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.data.folders import from_files, list_images
-from transferkit.data.image_files import undecodable_files_named
 from transferkit.errors import DataError, ImageShapeError, TransferkitWarning
-from transferkit.inference.thresholds import check_multi_hot
 
 __all__ = [
     "Images",
@@ -25,13 +23,9 @@ __all__ = [
     "as_image_input",
     "as_labeled_dataset",
     "as_training_data",
+    "check_multi_hot",
     "epoch_order",
-    "naming_undecodable_files",
 ]
-
-#: Wrap model.fit / evaluate / predict on folder datasets with it: a file damaged in its
-#: middle then stops the run with a DataError that names it (see transferkit.data.folders).
-naming_undecodable_files = undecodable_files_named
 
 #: Labeled data: a ``tf.data.Dataset`` of ``(images, labels)`` batches, an ``(x, y)`` pair,
 #: or the path of a folder of class subfolders.
@@ -347,3 +341,15 @@ def as_image_input(
         )
         raise DataError(msg)
     return _array_images(images, image_size)
+
+
+def check_multi_hot(targets: np.ndarray, num_classes: int, name: str) -> None:
+    """Checks that ``targets`` are multi-hot rows of ``num_classes`` zeros and ones."""
+    array = np.asarray(targets)
+    if array.ndim != 2 or array.shape[1] != num_classes or not np.isin(array, (0, 1)).all():
+        msg = (
+            f"A multi-label classifier needs multi-hot targets: rows of {num_classes} zeros "
+            "and ones (transferkit.data.from_csv makes them). "
+            f"Received: {name} targets of shape {array.shape}"
+        )
+        raise DataError(msg)

@@ -38,6 +38,7 @@ import tensorflow as tf
 from transferkit import _validation
 from transferkit.backbones.pooling import PatchGrid, TokenPooling
 from transferkit.data import inputs as _inputs
+from transferkit.model.protocol import ClassifierLike
 from transferkit.errors import InvalidArgumentError, UnknownLayerError
 from transferkit.inference import tta as _tta
 
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
     import os  # noqa: F401  # named by _inputs.Images, for Sphinx to resolve the hint
 
     from transferkit.backbones.spec import Backbone
-    from transferkit.classifier import TransferClassifier
 
 __all__ = ["SpatialFn", "grad_cam", "tokens_to_map"]
 
@@ -55,7 +55,7 @@ _MAX_PREFIX_TOKENS = 8
 
 
 def grad_cam(
-    classifier: TransferClassifier,
+    classifier: ClassifierLike,
     images: _inputs.Images,
     class_index: int | Sequence[int] | None = None,
     *,
@@ -164,7 +164,7 @@ class _CamModel:
     """Preprocessing, the backbone up to the feature map and on, and the head, as callables."""
 
     def __init__(
-        self, classifier: TransferClassifier, layer: str | None, to_spatial: SpatialFn | None
+        self, classifier: ClassifierLike, layer: str | None, to_spatial: SpatialFn | None
     ) -> None:
         backbone = classifier.backbone
         self._image_size = classifier.image_size

@@ -21,6 +21,7 @@ import numpy as np
 
 from transferkit import _validation
 from transferkit.data import inputs as _inputs
+from transferkit.data import resolve
 from transferkit.errors import DataError, InvalidArgumentError
 from transferkit.inference import interpret_common as _interpret_shared
 from transferkit.inference import tta as _tta
@@ -28,7 +29,6 @@ from transferkit.inference.interpret_common import (
     InterpretationBase,
     TopImages,
     class_rows,
-    labeled_batches,
     pairs,
     report_table,
 )
@@ -38,12 +38,11 @@ from transferkit.inference.interpret_multi_label import (
     interpret_multi_label,
 )
 from transferkit.model import graph as _graph
+from transferkit.model.protocol import ClassifierLike, expected
 
 if TYPE_CHECKING:
     import os
     from pathlib import Path
-
-    from transferkit.classifier import TransferClassifier
 
 __all__ = [
     "MAX_PLOTTED",
@@ -246,7 +245,7 @@ class Interpretation(InterpretationBase):
 
 
 def interpret(
-    classifier: TransferClassifier,
+    classifier: ClassifierLike,
     data: _inputs.LabeledData,
     *,
     batch_size: int = 32,
@@ -280,18 +279,28 @@ def interpret(
         ClassNamesMismatchError: the data's class names are not the classifier's.
     """
     batch_size = _validation.positive_int("batch_size", batch_size)
-    count = _tta.view_count(tta)
+    views = _tta.view_count(tta)
+    labeled = resolve.labeled(data, expected(classifier), batch_size=batch_size, in_order=True)
+    return interpret_labeled(classifier, labeled, views=views)
+
+
+def interpret_labeled(
+    classifier: ClassifierLike, labeled: resolve.Labeled, *, views: int
+) -> Interpretation | MultiLabelInterpretation:
+    """:func:`interpret` on data already resolved (in a fixed order), with ``views`` views."""
+    names = list(
+        labeled.class_names or classifier.class_names or map(str, range(classifier.num_classes))
+    )
     if classifier.multi_label:
-        return interpret_multi_label(classifier, data, batch_size=batch_size, views=count)
-    dataset, paths, names = labeled_batches(classifier, data, batch_size)
+        return interpret_multi_label(classifier, labeled, names, views=views)
     head = _graph.Probabilities(classifier.is_binary)
     distributed = classifier.strategy is not None
     log_probs, labels = [], []
     kept = TopImages(MAX_PLOTTED)
     seen = 0
-    for images, batch_labels in pairs(dataset):
+    for images, batch_labels in pairs(labeled.dataset):
         batch = _tta.predict_batch(
-            classifier.model, images, count=count, head=head, distributed=distributed
+            classifier.model, images, count=views, head=head, distributed=distributed
         )
         truth = _check_labels(batch_labels, classifier.num_classes)
         log_probs.append(batch)
@@ -305,8 +314,8 @@ def interpret(
         class_names=names,
         labels=np.concatenate(labels),
         log_probabilities=np.concatenate(log_probs),
-        paths=paths,
-        views=count,
+        paths=labeled.file_paths,
+        views=views,
         top_images=kept.images(),
     )
 

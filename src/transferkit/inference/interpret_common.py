@@ -16,21 +16,17 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit import _validation
-from transferkit.data import from_directory
-from transferkit.data import inputs as _inputs
-from transferkit.errors import ClassNamesMismatchError, DataError, InvalidArgumentError
+from transferkit.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-    from transferkit.classifier import TransferClassifier
 
 __all__ = [
     "MAX_PLOTTED",
     "InterpretationBase",
     "TopImages",
     "class_rows",
-    "labeled_batches",
     "loss_order",
     "pairs",
     "ratio",
@@ -209,59 +205,6 @@ def loss_order(losses: np.ndarray, indices: np.ndarray) -> np.ndarray:
 
 def _uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
-
-
-def labeled_batches(
-    classifier: TransferClassifier, data: _inputs.LabeledData, batch_size: int
-) -> tuple[tf.data.Dataset, list[str] | None, list[str]]:
-    """The data as (images, labels) batches in a fixed order, its file paths, class names.
-
-    A CSV table's training set (from :func:`transferkit.data.from_csv`) reshuffles itself;
-    it is read in table order instead, so its file paths name the right images.
-    """
-    names = list(classifier.class_names or [str(i) for i in range(classifier.num_classes)])
-    if isinstance(data, (str, os.PathLike)):
-        folder = from_directory(
-            data,
-            classifier.image_size,
-            batch_size,
-            class_names=classifier.class_names,
-            shuffle=False,
-        )
-        if folder.validation is not None or folder.test is not None:
-            msg = (
-                "data is a folder of train/ and validation/ (or test/) folders; pass one of "
-                f"them, such as {os.path.join(data, 'validation')!r}. "
-                f"Received: data={os.fspath(data)!r}"
-            )
-            raise DataError(msg)
-        dataset = folder.train
-    else:
-        data = getattr(data, "in_table_order", data)
-        dataset = _inputs.as_labeled_dataset(
-            data,
-            image_size=classifier.image_size,
-            num_classes=classifier.num_classes,
-            batch_size=batch_size,
-            shuffle=False,
-            name="data",
-            multi_label=classifier.multi_label,
-        )
-    found = getattr(data if isinstance(data, tf.data.Dataset) else dataset, "class_names", None)
-    if found is not None:
-        found = [str(n) for n in found]
-        if len(found) != classifier.num_classes or (
-            classifier.class_names is not None and found != list(classifier.class_names)
-        ):
-            msg = (
-                f"data has the classes {found} but the classifier has {names}; labels are "
-                "indices into the class names, so they must be the same names in the same "
-                f"order. Received: data with class_names={found}"
-            )
-            raise ClassNamesMismatchError(msg)
-        names = found
-    paths = getattr(dataset, "file_paths", None)
-    return dataset, None if paths is None else list(paths), names
 
 
 def pairs(dataset: tf.data.Dataset) -> Iterator[tuple[Any, Any]]:

@@ -19,7 +19,8 @@ import keras
 import numpy as np
 
 from transferkit import _validation
-from transferkit.data import inputs as _inputs
+from transferkit.data import resolve
+from transferkit.data.inputs import check_multi_hot
 from transferkit.errors import DataError, InvalidArgumentError
 from transferkit.inference import thresholds as _multi_label
 from transferkit.inference import tta as _tta
@@ -28,19 +29,18 @@ from transferkit.inference.interpret_common import (
     InterpretationBase,
     TopImages,
     class_rows,
-    labeled_batches,
     pairs,
     ratio,
     report_table,
     scores,
 )
 from transferkit.model import graph as _graph
+from transferkit.model.compile import multi_label_metrics
+from transferkit.model.protocol import ClassifierLike
 
 if TYPE_CHECKING:
     import os
     from pathlib import Path
-
-    from transferkit.classifier import TransferClassifier
 
 __all__ = ["MultiLabelInterpretation", "MultiLabelTopLoss", "interpret_multi_label"]
 
@@ -138,7 +138,7 @@ class MultiLabelInterpretation(InterpretationBase):
                 f"{self.logits.shape} for {len(self.class_names)} classes"
             )
             raise InvalidArgumentError(msg)
-        _multi_label.check_multi_hot(truth, len(self.class_names), "the")
+        check_multi_hot(truth, len(self.class_names), "the")
         self.targets = truth.astype(np.int64)
         self.thresholds = _multi_label.check_thresholds(thresholds, len(self.class_names))
         # log sigmoid(z) without overflow: the probability of "yes"
@@ -217,7 +217,7 @@ class MultiLabelInterpretation(InterpretationBase):
         multi-label head (at probability 0.5, as in training), fed with :attr:`logits`.
         """
         results = {"loss": self.loss}
-        for metric in _multi_label.metrics():
+        for metric in multi_label_metrics():
             metric.update_state(self.targets.astype(np.float32), self.logits.astype(np.float32))
             results[metric.name] = float(keras.ops.convert_to_numpy(metric.result()))
         return results
@@ -284,25 +284,20 @@ class MultiLabelInterpretation(InterpretationBase):
 
 
 def interpret_multi_label(
-    classifier: TransferClassifier,
-    data: _inputs.LabeledData,
-    *,
-    batch_size: int,
-    views: int,
+    classifier: ClassifierLike, labeled: resolve.Labeled, names: list[str], *, views: int
 ) -> MultiLabelInterpretation:
     """One prediction pass of a multi-label classifier over labeled data (see ``interpret``)."""
-    dataset, paths, names = labeled_batches(classifier, data, batch_size)
     head = _graph.Probabilities(binary=False, multi_label=True)
     distributed = classifier.strategy is not None
     logits, targets = [], []
     kept = TopImages(MAX_PLOTTED)
     seen = 0
-    for images, batch_targets in pairs(dataset):
+    for images, batch_targets in pairs(labeled.dataset):
         log_probs = _tta.predict_batch(
             classifier.model, images, count=views, head=head, distributed=distributed
         )
         truth = np.asarray(batch_targets)
-        _multi_label.check_multi_hot(truth, classifier.num_classes, "data")
+        check_multi_hot(truth, classifier.num_classes, "data")
         # The logit of the (mean) probability: log p - log(1 - p).
         batch_logits = log_probs[..., 1] - log_probs[..., 0]
         logits.append(batch_logits)
@@ -317,7 +312,7 @@ def interpret_multi_label(
         targets=np.concatenate(targets),
         logits=np.concatenate(logits),
         thresholds=classifier.thresholds or _multi_label.DEFAULT_THRESHOLD,
-        paths=paths,
+        paths=labeled.file_paths,
         views=views,
         top_images=kept.images(),
     )

@@ -1,4 +1,4 @@
-"""Multi-label heads: their metrics, per-class thresholds, and choosing thresholds on data.
+"""Multi-label heads: per-class thresholds, and choosing them on data.
 
 A multi-label classifier has one logit per class and answers each class's yes/no question
 on its own: probabilities are independent sigmoids and an image gets every class whose
@@ -19,12 +19,9 @@ from transferkit.errors import DataError, InvalidArgumentError, TransferkitWarni
 
 __all__ = [
     "DEFAULT_THRESHOLD",
-    "SigmoidF1Score",
     "ThresholdMetric",
     "check_thresholds",
-    "held_out_rows",
     "labels_above",
-    "metrics",
     "probabilities_and_targets",
     "tune_thresholds",
 ]
@@ -33,34 +30,6 @@ DEFAULT_THRESHOLD = 0.5
 #: What :func:`tune_thresholds` maximizes for each class.
 ThresholdMetric = Literal["f1", "accuracy"]
 _METRICS = ("f1", "accuracy")
-
-
-@keras.saving.register_keras_serializable(package="transferkit")
-class SigmoidF1Score(keras.metrics.F1Score):  # type: ignore[misc]  # keras is untyped
-    """Keras' F1 score, fed with logits: a sigmoid turns them into probabilities first.
-
-    Keras' ``F1Score`` thresholds probabilities (its threshold must lie in (0, 1]), while a
-    transferkit head outputs logits.
-    """
-
-    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        """Accumulates the counts for logits ``y_pred``."""
-        probabilities = keras.ops.sigmoid(keras.ops.cast(y_pred, self.dtype))
-        super().update_state(y_true, probabilities, sample_weight)
-
-
-def metrics() -> list[keras.metrics.Metric]:
-    """The metrics of a multi-label head, computed from its logits.
-
-    ``binary_accuracy`` is the fraction of correct yes/no answers over every image and
-    class (at probability 0.5), ``macro_f1`` the mean of the classes' F1 scores and ``auc``
-    the mean of the classes' ROC AUCs (``keras.metrics.AUC(multi_label=True)``).
-    """
-    return [
-        keras.metrics.BinaryAccuracy(threshold=0.0, name="binary_accuracy"),  # logit 0 = p 0.5
-        SigmoidF1Score(average="macro", threshold=DEFAULT_THRESHOLD, name="macro_f1"),
-        keras.metrics.AUC(multi_label=True, from_logits=True, name="auc"),
-    ]
 
 
 def check_thresholds(value: object, num_classes: int) -> tuple[float, ...]:
@@ -185,80 +154,3 @@ def probabilities_and_targets(
         predicted.append(keras.ops.convert_to_numpy(probabilities(logits)))
         targets.append(np.asarray(labels))
     return np.concatenate(predicted), np.concatenate(targets)
-
-
-def check_multi_hot(targets: np.ndarray, num_classes: int, name: str) -> None:
-    """Checks that ``targets`` are multi-hot rows of ``num_classes`` zeros and ones."""
-    array = np.asarray(targets)
-    if array.ndim != 2 or array.shape[1] != num_classes or not np.isin(array, (0, 1)).all():
-        msg = (
-            f"A multi-label classifier needs multi-hot targets: rows of {num_classes} zeros "
-            "and ones (transferkit.data.from_csv makes them). "
-            f"Received: {name} targets of shape {array.shape}"
-        )
-        raise DataError(msg)
-
-
-def held_out_rows(targets: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """The rows of multi-hot targets to hold out for validation, by iterative stratification.
-
-    Sechidis, Tsoumakas and Vlahavas' iterative stratification (2011), for two folds: the
-    rarest label left is dealt first, each of its images to the fold that still wants the
-    most of that label (``fraction`` of it for validation), ties going to the fold with the
-    most room left, then at random (seeded). Rows without labels fill the remaining room.
-    Afterwards every label the data has is made to appear in training, moving one image
-    back from validation where needed.
-
-    Args:
-        targets: multi-hot array ``(n, num_classes)``.
-        fraction: the fraction to hold out, in (0, 1).
-        seed: the seed of the random choices.
-
-    Returns:
-        The held-out row indices, sorted.
-
-    Raises:
-        DataError: no image can be held out without taking a label out of training.
-    """
-    truth = np.asarray(targets) > 0.5
-    rng = np.random.default_rng(seed)
-    count = len(truth)
-    held = max(1, round(fraction * count))
-    room = np.array([count - held, held], np.float64)  # fold 0 trains, fold 1 validates
-    wanted = np.stack([truth.sum(axis=0) * (1 - fraction), truth.sum(axis=0) * fraction])
-    fold = np.full(count, -1)
-
-    def deal(row: int, label: int | None) -> None:
-        want = wanted[:, label] if label is not None else room
-        choice = int(np.argmax(want)) if want[0] != want[1] else None
-        if choice is None:
-            choice = int(np.argmax(room)) if room[0] != room[1] else int(rng.integers(2))
-        fold[row] = choice
-        wanted[choice] -= truth[row]
-        room[choice] -= 1
-
-    while (left := fold < 0).any():
-        per_label = truth[left].sum(axis=0)
-        if not per_label.any():  # only rows without labels are left
-            for row in rng.permutation(np.flatnonzero(left)):
-                deal(int(row), None)
-            break
-        label = int(np.argmin(np.where(per_label > 0, per_label, count + 1)))
-        for row in rng.permutation(np.flatnonzero(left & truth[:, label])):
-            deal(int(row), label)
-    for column in np.flatnonzero(truth.any(axis=0)):
-        if not (truth[:, column] & (fold == 0)).any():
-            fold[rng.choice(np.flatnonzero(truth[:, column]))] = 0
-    if not (fold == 1).any():
-        # Hold out one image whose every label has another image in training.
-        in_training = truth[fold == 0].sum(axis=0)
-        spare = [r for r in range(count) if (in_training[truth[r]] > 1).all()]
-        if not spare:
-            msg = (
-                f"{count} images are too few to hold any out for validation while keeping "
-                "every label in training. Pass validation_data, or give every label at "
-                f"least 2 images. Received: {count} images"
-            )
-            raise DataError(msg)
-        fold[rng.choice(spare)] = 1
-    return np.flatnonzero(fold == 1)

@@ -221,7 +221,7 @@ def _balanced(
 
 
 @keras.saving.register_keras_serializable(package="transferkit")
-class ClassWeightedCrossentropy(keras.losses.Loss):  # type: ignore[misc]  # keras is untyped
+class ClassWeightedCrossentropy(keras.losses.Loss):
     """Cross-entropy on logits with a weight per class, as one loss for every head.
 
     Args:

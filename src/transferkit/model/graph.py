@@ -41,7 +41,7 @@ HEAD_LAYERS = ("pooling", "dropout", "logits")
 
 
 @keras.saving.register_keras_serializable(package="transferkit")
-class InferenceMode(keras.layers.Wrapper):  # type: ignore[misc]  # keras is untyped
+class InferenceMode(keras.layers.Wrapper):
     """Calls the wrapped layer (a backbone) with ``training=False``, whatever the caller says.
 
     Args:
@@ -55,7 +55,7 @@ class InferenceMode(keras.layers.Wrapper):  # type: ignore[misc]  # keras is unt
 
 
 @keras.saving.register_keras_serializable(package="transferkit")
-class Probabilities(keras.layers.Layer):  # type: ignore[misc]  # keras is untyped
+class Probabilities(keras.layers.Layer):
     """Per-class probabilities from the classifier's logits.
 
     One logit (two classes) gives ``[1 - sigmoid, sigmoid]``; one logit per class gives the

@@ -13,22 +13,23 @@ import json
 import os
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 import tensorflow as tf
 
-from transferkit.backbones import hub as _hub
+from transferkit import _backend
+from transferkit._version import __version__
+from transferkit.backbones import hub
 from transferkit.backbones.registry import get_backbone
 from transferkit.backbones.spec import Backbone
 from transferkit.errors import DataError, InvalidArgumentError, UnknownBackboneError
+from transferkit.history import TrainingHistory
 from transferkit.model.config import ClassifierConfig
 
-if TYPE_CHECKING:
-    from transferkit.classifier import TransferClassifier
-
-__all__ = ["METADATA_ENTRY", "read", "write"]
+__all__ = ["METADATA_ENTRY", "Saved", "read", "write"]
 
 #: The name of the transferkit metadata entry inside a saved ``.keras`` archive.
 METADATA_ENTRY = "transferkit.json"
@@ -46,8 +47,21 @@ _SPEC_FIELDS = (
 )
 
 
-def write(classifier: TransferClassifier, path: str | os.PathLike[str]) -> Path:
-    """Writes ``classifier`` to ``path`` through a temporary file renamed into place."""
+@dataclass(frozen=True)
+class Saved:
+    """What a saved classifier is made of: its model and the state the classifier restores."""
+
+    model: keras.Model
+    config: ClassifierConfig
+    spec: Backbone
+    history: TrainingHistory
+    unfrozen_from: int | None
+    head_learning_rate: float
+    thresholds: tuple[float, ...] | None
+
+
+def write(saved: Saved, path: str | os.PathLike[str]) -> Path:
+    """Writes a classifier to ``path`` through a temporary file renamed into place."""
     target = Path(path)
     if target.suffix != ".keras":
         msg = f"The file name must end in '.keras'. Received: path={os.fspath(path)!r}"
@@ -60,9 +74,9 @@ def write(classifier: TransferClassifier, path: str | os.PathLike[str]) -> Path:
     )
     os.close(descriptor)
     try:
-        classifier.model.save(temporary)
+        saved.model.save(temporary)
         with zipfile.ZipFile(temporary, "a") as archive:
-            archive.writestr(METADATA_ENTRY, json.dumps(_metadata(classifier), indent=2))
+            archive.writestr(METADATA_ENTRY, json.dumps(_metadata(saved), indent=2))
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -71,52 +85,65 @@ def write(classifier: TransferClassifier, path: str | os.PathLike[str]) -> Path:
     return target
 
 
-def read(
-    path: str | os.PathLike[str], strategy: tf.distribute.Strategy | None
-) -> tuple[keras.Model, dict[str, Any], ClassifierConfig, Backbone]:
-    """Reads an archive written by :func:`write`: model, metadata, config and backbone spec."""
+def read(path: str | os.PathLike[str], strategy: tf.distribute.Strategy | None) -> Saved:
+    """Reads an archive written by :func:`write`, loading the model in the strategy's scope.
+
+    Raises:
+        DataError: the file does not exist or was not written by transferkit.
+    """
     source = Path(path)
     if not source.is_file():
         msg = f"No saved classifier at {os.fspath(path)!r}. Received: path={os.fspath(path)!r}"
         raise DataError(msg)
+    metadata = _read_metadata(source)
+    if hub.is_hub_name(metadata["config"]["backbone"]):
+        hub.import_keras_hub(f"Loading {os.fspath(path)!r}")  # registers its classes
+    with _backend.scope(strategy):
+        model = keras.saving.load_model(source, compile=False, safe_mode=True)
+    unfrozen = metadata["unfrozen_from"]
+    thresholds = metadata.get("thresholds")
+    return Saved(
+        model=model,
+        config=ClassifierConfig.from_dict(metadata["config"]),
+        spec=_spec(metadata["backbone_spec"]),
+        history=TrainingHistory.from_dict(metadata["history"]),
+        unfrozen_from=None if unfrozen is None else int(unfrozen),
+        head_learning_rate=float(metadata["head_learning_rate"]),
+        thresholds=None if thresholds is None else tuple(float(v) for v in thresholds),
+    )
+
+
+def _read_metadata(source: Path) -> dict[str, Any]:
     try:
         with zipfile.ZipFile(source) as archive:
-            metadata = json.loads(archive.read(METADATA_ENTRY))
+            metadata: dict[str, Any] = json.loads(archive.read(METADATA_ENTRY))
     except (zipfile.BadZipFile, KeyError) as exc:
         msg = (
-            f"{os.fspath(path)!r} is not a classifier saved by transferkit (no "
+            f"{os.fspath(source)!r} is not a classifier saved by transferkit (no "
             f"{METADATA_ENTRY} inside). A plain Keras model loads with "
             "keras.saving.load_model()."
         )
         raise DataError(msg) from exc
     if metadata.get("format") != _FORMAT:
         msg = (
-            f"{os.fspath(path)!r} was saved in transferkit file format "
+            f"{os.fspath(source)!r} was saved in transferkit file format "
             f"{metadata.get('format')!r}; this version reads format {_FORMAT}. Load it with "
             f"the transferkit version that wrote it ({metadata.get('transferkit_version')})."
         )
         raise DataError(msg)
-    if _hub.is_hub_name(metadata["config"]["backbone"]):
-        _hub.import_keras_hub(f"Loading {os.fspath(path)!r}")  # registers its classes
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
-        model = keras.saving.load_model(source, compile=False, safe_mode=True)
-    config = ClassifierConfig.from_dict(metadata["config"])
-    return model, metadata, config, _spec(metadata["backbone_spec"])
+    return metadata
 
 
-def _metadata(classifier: TransferClassifier) -> dict[str, Any]:
-    from transferkit import __version__
-
+def _metadata(saved: Saved) -> dict[str, Any]:
     return {
         "format": _FORMAT,
         "transferkit_version": __version__,
-        "config": classifier.config.to_dict(),
-        "backbone_spec": {name: getattr(classifier.spec, name) for name in _SPEC_FIELDS},
-        "unfrozen_from": classifier.unfrozen_from,
-        "head_learning_rate": classifier._head_learning_rate,
-        "thresholds": None if classifier.thresholds is None else list(classifier.thresholds),
-        "history": classifier.history.to_dict(),
+        "config": saved.config.to_dict(),
+        "backbone_spec": {name: getattr(saved.spec, name) for name in _SPEC_FIELDS},
+        "unfrozen_from": saved.unfrozen_from,
+        "head_learning_rate": saved.head_learning_rate,
+        "thresholds": None if saved.thresholds is None else list(saved.thresholds),
+        "history": saved.history.to_dict(),
     }
 
 
@@ -126,7 +153,7 @@ def _spec(facts: dict[str, Any]) -> Backbone:
         return get_backbone(facts["name"])
     except UnknownBackboneError:
         # A keras-hub preset folder that is gone: its blocks are still found in the model.
-        layout = _hub.layout if _hub.is_hub_name(facts["name"]) else None
+        layout = hub.layout if hub.is_hub_name(facts["name"]) else None
         return Backbone(constructor=_not_registered(facts["name"]), layout=layout, **facts)
 
 

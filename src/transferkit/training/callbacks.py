@@ -16,7 +16,7 @@ import numpy as np
 __all__ = ["DivergenceGuard", "EarlyStopping"]
 
 
-class DivergenceGuard(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untyped
+class DivergenceGuard(keras.callbacks.Callback):
     """Stops training at the first non-finite loss and keeps the last good weights.
 
     The loss is checked after every batch; the weights after every epoch (an update can
@@ -77,7 +77,7 @@ class DivergenceGuard(keras.callbacks.Callback):  # type: ignore[misc]  # keras 
         self.model.set_weights(self._good_weights)
 
 
-class EarlyStopping(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untyped
+class EarlyStopping(keras.callbacks.Callback):
     """Stops after ``patience`` epochs without a lower ``monitor``; restores the best weights.
 
     Like ``keras.callbacks.EarlyStopping(restore_best_weights=True)``, with its state

@@ -35,12 +35,10 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from transferkit.errors import (
     InvalidArgumentError,
     TrainingDivergedError,
-    UnsupportedStrategyError,
 )
 from transferkit.history import Stage, TrainingHistory
 from transferkit.training.callbacks import DivergenceGuard, EarlyStopping
@@ -50,7 +48,6 @@ __all__ = [
     "Run",
     "SafeRun",
     "check_checkpoint_dir",
-    "check_strategy_can_train",
     "open_run",
 ]
 
@@ -76,33 +73,10 @@ def check_checkpoint_dir(value: object) -> None:
         raise InvalidArgumentError(msg)
 
 
-def check_strategy_can_train(strategy: tf.distribute.Strategy | None) -> None:
-    """Raises where Keras 3 cannot run ``fit``/``evaluate``: several-worker MWMS.
-
-    Keras 3's TensorFlow trainer reduces whole data batches and scalar metrics with
-    ``strategy.reduce`` in ways ``MultiWorkerMirroredStrategy`` rejects once there is more
-    than one worker (measured on Keras 3.15 / TF 2.21; tensorflow/tensorflow#72388), so the
-    error is raised here, before any work, with what to do instead.
-    """
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return
-    cluster = strategy.cluster_resolver.cluster_spec()
-    workers = sum(cluster.num_tasks(job) for job in cluster.jobs if job in ("chief", "worker"))
-    if workers > 1:
-        msg = (
-            "Keras 3 cannot train or evaluate under a MultiWorkerMirroredStrategy that spans "
-            "several workers: its fit() and evaluate() fail inside Keras "
-            "(tensorflow/tensorflow#72388). Train on one machine with MirroredStrategy over "
-            "its GPUs; predict(), save() and export() do work under this strategy. "
-            f"Received: strategy=MultiWorkerMirroredStrategy with {workers} workers"
-        )
-        raise UnsupportedStrategyError(msg)
-
-
 # ---------------------------------------------------------------------- callbacks
 
 
-class Checkpoint(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untyped
+class Checkpoint(keras.callbacks.Callback):
     """Writes the run's weights, optimizer state and classifier state after every epoch.
 
     Args:
@@ -420,15 +394,11 @@ class SafeRun:
             count = sum(1 for epoch in epochs if epoch < self.guard.diverged_epoch)
         return list(epochs[:count]), {name: list(v[:count]) for name, v in metrics.items()}
 
-    def raise_if_diverged(self) -> None:
-        """Restores the last good weights and raises, if training diverged.
-
-        Raises:
-            TrainingDivergedError: the loss or the weights became non-finite.
-        """
+    def divergence(self) -> TrainingDivergedError | None:
+        """If training diverged: restores the last good weights and returns the error to raise."""
         guard = self.guard
         if guard.diverged_epoch is None:
-            return
+            return None
         guard.restore()
         where = f"epoch {guard.diverged_epoch}"
         if guard.diverged_batch is not None:
@@ -444,4 +414,4 @@ class SafeRun:
             "images for NaN or infinite pixel values. "
             f"Received: loss={guard.diverged_loss} at {where}"
         )
-        raise TrainingDivergedError(msg)
+        return TrainingDivergedError(msg)

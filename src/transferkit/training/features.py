@@ -53,7 +53,7 @@ Verbose = str | int
 _EVALUATION_ROWS = 1024
 
 
-class Augmenter(keras.Model):  # type: ignore[misc]  # keras is untyped
+class Augmenter(keras.Model):
     """The model's own augmentation layer, run in training mode so that it really augments.
 
     A model of its own rather than part of :class:`FeatureExtractor`, so that the backbone is
@@ -74,7 +74,7 @@ class Augmenter(keras.Model):  # type: ignore[misc]  # keras is untyped
         return self.augmentation(keras.ops.cast(images, self.image_dtype), training=True)
 
 
-class FeatureExtractor(keras.Model):  # type: ignore[misc]  # keras is untyped
+class FeatureExtractor(keras.Model):
     """Raw pixels → pooled backbone features, through the model's own layers.
 
     Args:
@@ -96,7 +96,7 @@ class FeatureExtractor(keras.Model):  # type: ignore[misc]  # keras is untyped
         return self.pooling(x)
 
 
-class FeatureHead(keras.Model):  # type: ignore[misc]  # keras is untyped
+class FeatureHead(keras.Model):
     """The full model's dropout and dense logits layers, applied to pooled feature vectors.
 
     Args:
@@ -254,7 +254,7 @@ class CachedSplit:
         return tuple(loaded)
 
 
-class _StopRelay(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untyped
+class _StopRelay(keras.callbacks.Callback):
     """Passes a ``stop_training`` request made on the full model on to the head being fit."""
 
     def __init__(self, head: keras.Model) -> None:

@@ -32,22 +32,18 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from transferkit import _validation
-from transferkit.data import inputs as _inputs
+from transferkit import _backend, _validation
 from transferkit.errors import InvalidArgumentError, NotUnfrozenError
 from transferkit.history import Stage
-from transferkit.training import checkpoints as _training
+from transferkit.model.compile import loss
 from transferkit.training import features as _features
-from transferkit.training import stages as _stages
-
-if TYPE_CHECKING:
-    from transferkit.classifier import TransferClassifier
+from transferkit.training.stages import Target
 
 __all__ = [
     "LearningRateFinderResult",
@@ -154,7 +150,7 @@ def _longest_valley(losses: Sequence[float]) -> tuple[int, int]:
     return first, last
 
 
-class _Sweep(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untyped
+class _Sweep(keras.callbacks.Callback):
     """Records the smoothed loss of each one-batch epoch; stops once it diverges."""
 
     def __init__(self, rates: Sequence[float]) -> None:
@@ -176,7 +172,7 @@ class _Sweep(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untype
             self.model.stop_training = True
 
 
-class _Wrapper(keras.Model):  # type: ignore[misc]  # keras is untyped
+class _Wrapper(keras.Model):
     """Calls the model in training mode; compiled and fit in its place, sharing its layers."""
 
     def __init__(self, model: keras.Model) -> None:
@@ -277,42 +273,54 @@ def _sweep_rates(min_lr: object, max_lr: object, steps: object) -> list[float]:
     return [low * (high / low) ** (i / (count - 1)) for i in range(count)]
 
 
+def check_sweep(stage: object, min_lr: object, max_lr: object, steps: object) -> None:
+    """Checks a stage sweep's arguments, before any data is read.
+
+    Raises:
+        InvalidArgumentError: an argument is invalid.
+    """
+    _validation.choice("stage", stage, ("head", "fine_tune"))
+    _sweep_rates(min_lr, max_lr, steps)
+
+
 def sweep_stage(
-    clf: TransferClassifier,
-    data: _inputs.LabeledData,
+    target: Target,
+    train: tf.data.Dataset,
+    *,
     stage: Stage,
-    settings: tuple[float, float, int, int],  # min_lr, max_lr, steps, batch_size
+    min_lr: float,
+    max_lr: float,
+    steps: int,
 ) -> LearningRateFinderResult:
     """Sweeps the learning rate of one of a classifier's stages; changes nothing.
 
-    What :meth:`transferkit.TransferClassifier.find_learning_rate` runs; its arguments are
-    documented there.
+    What :meth:`transferkit.TransferClassifier.find_learning_rate` runs on the data it
+    resolved; its arguments are documented there.
+
+    Raises:
+        NotUnfrozenError: a ``"fine_tune"`` sweep with the whole backbone frozen.
     """
-    min_lr, max_lr, steps, batch_size = settings
-    _validation.choice("stage", stage, ("head", "fine_tune"))
-    _sweep_rates(min_lr, max_lr, steps)
-    batch_size = _validation.positive_int("batch_size", batch_size)
-    if stage == "fine_tune" and clf.unfrozen_from is None:
+    check_sweep(stage, min_lr, max_lr, steps)
+    if stage == "fine_tune" and target.unfrozen_from is None:
         msg = (
             "A fine_tune sweep trains the unfrozen backbone, but it is all frozen. Call "
             "clf.unfreeze(from_layer=...) first, or sweep stage='head'. Received: stage='fine_tune'"
         )
         raise NotUnfrozenError(msg)
-    _training.check_strategy_can_train(clf.strategy)
-    train = _stages.labeled_data(clf, data, batch_size, shuffle=True, name="data")
-    sweep = {"loss": _stages.loss(clf), "min_lr": min_lr, "max_lr": max_lr, "steps": steps}
-    scope = clf.strategy.scope() if clf.strategy is not None else contextlib.nullcontext()
+    _backend.check_strategy_can_train(target.strategy)
+    sweep = {"loss": loss(target.config), "min_lr": min_lr, "max_lr": max_lr, "steps": steps}
+    model = target.model
     if stage == "fine_tune":
-        with scope:
+        with _backend.scope(target.strategy):
             return find_learning_rate(
-                clf.model, train, make_optimizer=keras.optimizers.RMSprop, **sweep
+                model, train, make_optimizer=keras.optimizers.RMSprop, **sweep
             )
-    augment = any(layer.name == "augmentation" for layer in clf.model.layers)
+    augment = any(layer.name == "augmentation" for layer in model.layers)
     with (
-        scope,
-        _restored(clf.model.variables),  # augmenting the cached images draws random numbers
+        _backend.scope(target.strategy),
+        _restored(model.variables),  # augmenting the cached images draws random numbers
         _features.cache_features(
-            clf.model, clf.backbone, train, None, views=1, augment=augment
+            model, target.backbone, train, None, views=1, augment=augment
         ) as cached,
     ):
         epochs = -(-steps // cached.train.steps)  # each reshuffled, as in fit_head

@@ -48,7 +48,7 @@ _COSINE_WARMUP = 0.05
 
 
 @keras.saving.register_keras_serializable(package="transferkit")
-class OneCycle(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore[misc]  # keras is untyped
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
     """The one-cycle policy: a cosine rise to ``max_learning_rate``, then a cosine fall.
 
     At step ``s`` of ``total_steps`` with ``w = round(warmup_fraction * total_steps)``

@@ -1,282 +1,241 @@
 """The stage runner shared by ``fit_head`` and ``fine_tune``: one training call, made safe.
 
-Every stage does the same things in the same order: validate its options before any work,
-turn the data into datasets, pick the optimizer, open the checkpoint run (restoring what it
-saved), compile (a change of ``trainable`` only counts after ``compile``), train on the full
-model or on cached features, record the history and raise if training diverged.
+Every stage does the same things in the same order: pick the optimizer, open the checkpoint
+run (restoring what it saved), compile (a change of ``trainable`` only counts after
+``compile``), train on the full model or on cached features, and report the history and
+whether training diverged. The classifier resolves the data and passes what a stage needs
+as a :class:`Target`; it keeps the :class:`Outcome`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from transferkit.data import from_directory
+from transferkit import _backend
+from transferkit.backbones.spec import Backbone
 from transferkit.data import inputs as _inputs
-from transferkit.errors import ClassNamesMismatchError, DataError, InvalidArgumentError
+from transferkit.data.image_files import undecodable_files_named
+from transferkit.errors import InvalidArgumentError, TrainingDivergedError
 from transferkit.history import Stage, TrainingHistory
-from transferkit.inference import thresholds as _multi_label
 from transferkit.model import class_weights as _class_weights
-from transferkit.training import checkpoints as _training
+from transferkit.model.compile import compile_model
+from transferkit.model.config import ClassifierConfig
+from transferkit.training import checkpoints as _checkpoints
 from transferkit.training import discriminative, schedules
 from transferkit.training import features as _features
-from transferkit.training.options import CacheOptions, JitCompile, OptimizerFactory, StageOptions
+from transferkit.training.options import CacheOptions, OptimizerFactory, StageOptions
 
-if TYPE_CHECKING:
-    from transferkit.classifier import TransferClassifier
+__all__ = ["Outcome", "Target", "run"]
 
-__all__ = [
-    "compile_model",
-    "labeled_data",
-    "loss",
-    "run",
-    "training_data",
-]
+
+@dataclass(frozen=True)
+class Target:
+    """What a stage trains: the classifier's model and the facts about it, read-only.
+
+    Attributes:
+        model: the classifier's Keras model.
+        backbone: the backbone nested in it.
+        spec: the backbone's spec (its blocks, for discriminative rates).
+        config: the classifier's settings (classes, labels: the loss and metrics).
+        strategy: the ``tf.distribute.Strategy`` the model lives under, or None.
+        unfrozen_from: the first trainable block, or None while the backbone is frozen.
+    """
+
+    model: keras.Model
+    backbone: keras.Model
+    spec: Backbone
+    config: ClassifierConfig
+    strategy: Any
+    unfrozen_from: int | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a stage leaves: the history to keep, and the error to raise if it diverged."""
+
+    history: TrainingHistory
+    diverged: TrainingDivergedError | None
 
 
 def run(
-    clf: TransferClassifier,
+    target: Target,
     stage: Stage,
-    data: _inputs.LabeledData,
-    validation_data: _inputs.LabeledData | None,
+    train: _inputs.TrainingData,
+    validation: tf.data.Dataset | None,
     options: StageOptions,
     *,
+    history: TrainingHistory,
     default_optimizer: OptimizerFactory,
     default_rate: float,
     cache: CacheOptions | None = None,
-) -> TrainingHistory:
-    """Runs one training stage on ``clf`` and returns its updated history.
+) -> Outcome:
+    """Runs one training stage and returns the history to keep.
 
     Args:
-        clf: the classifier, already frozen or unfrozen as the stage needs.
+        target: the model to train and the facts about it.
         stage: ``"head"`` or ``"fine_tune"``.
-        data: the training data.
-        validation_data: the validation data, or None.
+        train: the resolved training data.
+        validation: the resolved validation batches, or None.
         options: the stage's validated options.
+        history: the classifier's history so far (epochs are appended to it).
         default_optimizer: makes the optimizer when the user gave none.
         default_rate: its learning rate when the user gave none.
         cache: feature caching for the head stage; None trains the full model.
     """
-    _training.check_strategy_can_train(clf.strategy)
-    training = training_data(clf, data, options.batch_size)
-    train = training.in_order()  # one pass; fit gets every epoch in its order below
-    validation = None
-    if validation_data is not None:
-        validation = labeled_data(clf, validation_data, options.batch_size, name="validation_data")
-    # A dict of weights is checked now; "balanced" needs the labels, read once below.
-    weights = _resolve_class_weights(clf, options.class_weight, None)
-    optimizer = _optimizer(clf, options, default_optimizer, default_rate, train)
-    safe = _safe_run(clf, stage, optimizer, validation, options, cache)
+    _backend.check_strategy_can_train(target.strategy)
+    if options.class_weight != "balanced":  # a dict is checked before any work
+        _class_weights_for(target.config, options.class_weight, None)
+    batches = train.in_order()  # one pass, for step counts, caching and file names
+    optimizer = _optimizer(target, options, default_optimizer, default_rate, batches)
+    safe, history = _open_run(target, stage, optimizer, validation, options, cache, history)
     if safe.run is not None and safe.run.finished:
-        safe.restore_random_state(clf.model)  # as the finished run left it, for what follows
-        return clf.history
-    start = clf.history.next_epoch  # after the epochs a resumed run already trained
-    epochs = options.epochs - safe.completed
-    callbacks = [*options.callbacks, *safe.callbacks]
+        safe.restore_random_state(target.model)  # as the finished run left it, for what follows
+        return Outcome(history, None)
+    fit = _Fit(target, options, safe, optimizer, history.next_epoch, validation)
     # A file damaged mid-way stops the run with a DataError naming it (checkpoints stay).
-    with _inputs.naming_undecodable_files(train, validation):
+    with undecodable_files_named(batches, validation):
         if cache is None or not cache.enabled:
-            if options.class_weight == "balanced":
-                weights = _resolve_class_weights(clf, "balanced", _dataset_labels(train))
-            # compile() again at every stage: a change of `trainable` only counts after it.
-            compile_model(clf, optimizer, jit_compile=options.jit_compile, class_weights=weights)
-            described = _record_class_weights(clf, safe, weights)
-            epoch_data, steps = training.epochs(
-                seed=safe.shuffle_seed, first_epoch=start, epochs=epochs
-            )
-            safe.restore_random_state(clf.model)
-            keras_history = clf.model.fit(
-                epoch_data,
-                validation_data=validation,
-                initial_epoch=start,
-                epochs=start + epochs,
-                steps_per_epoch=steps,
-                shuffle=False,  # arrays are shuffled in the pipeline; datasets keep their order
-                callbacks=callbacks,
-                verbose=options.verbose,
-            )
+            keras_history, weights = fit.full(train)
         else:
-            augment = any(layer.name == "augmentation" for layer in clf.model.layers)
-            with (
-                _scope(clf),
-                _features.cache_features(
-                    clf.model,
-                    clf.backbone,
-                    train,
-                    validation,
-                    views=min(cache.augmented_views, options.epochs) if augment else 1,
-                    augment=augment,
-                    memory_limit=cache.memory_limit,
-                    jit_compile=options.jit_compile,
-                ) as cached,
-            ):
-                if options.class_weight == "balanced":  # the cached labels: no second pass
-                    weights = _resolve_class_weights(clf, "balanced", cached.train.targets[0])
-                # Same optimizer object as the full model's, so a callback that changes
-                # callback.model.optimizer (ReduceLROnPlateau) changes the head's.
-                for model in (clf.model, cached.head):
-                    compile_model(
-                        clf,
-                        optimizer,
-                        model=model,
-                        jit_compile=options.jit_compile,
-                        class_weights=weights,
-                    )
-                described = _record_class_weights(clf, safe, weights)
-                # Only now: caching augmented the images from the state the run started with.
-                safe.restore_random_state(clf.model)
-                keras_history = cached.fit(
-                    clf.model,
-                    initial_epoch=start,
-                    epochs=epochs,
-                    callbacks=callbacks,
-                    verbose=options.verbose,
-                    seed=safe.shuffle_seed,
-                )
-    clf.history.append(
-        stage, *safe.kept(keras_history.epoch, keras_history.history), class_weights=described
+            keras_history, weights = fit.cached(batches, cache)
+    history.append(
+        stage,
+        *safe.kept(keras_history.epoch, keras_history.history),
+        class_weights=fit.record(weights),
     )
-    safe.raise_if_diverged()
-    return clf.history
+    return Outcome(history, safe.divergence())
 
 
-def compile_model(
-    clf: TransferClassifier,
-    optimizer: keras.optimizers.Optimizer | None = None,
-    *,
-    model: keras.Model | None = None,
-    jit_compile: JitCompile = "auto",
-    class_weights: _class_weights.ClassWeights | None = None,
-) -> None:
-    """Compiles ``model`` (the classifier's by default) with the classifier's loss and metrics.
+class _Fit:
+    """The two ways of training a stage, which share everything but the data they fit on."""
 
-    The loss is cross-entropy on the logits (sparse, binary, or per class for multi-label),
-    weighted by ``class_weights`` when given.
-    """
-    with _scope(clf):
-        if optimizer is None:
-            optimizer = keras.optimizers.Adam(clf._head_learning_rate)
-        if clf.multi_label:
-            metrics = _multi_label.metrics()
-        elif clf.is_binary:
-            metrics = [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")]
-        else:
-            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-        (model or clf.model).compile(
-            optimizer=optimizer,
-            loss=loss(clf, class_weights),
-            metrics=metrics,
-            jit_compile=jit_compile,
+    def __init__(
+        self,
+        target: Target,
+        options: StageOptions,
+        safe: _checkpoints.SafeRun,
+        optimizer: keras.optimizers.Optimizer,
+        start: int,
+        validation: tf.data.Dataset | None,
+    ) -> None:
+        self.target, self.options, self.safe, self.optimizer = target, options, safe, optimizer
+        self.start = start  # after the epochs a resumed run already trained
+        self.epochs = options.epochs - safe.completed
+        self.validation = validation
+        self.callbacks = [*options.callbacks, *safe.callbacks]
+
+    def full(
+        self, train: _inputs.TrainingData
+    ) -> tuple[keras.callbacks.History, _class_weights.ClassWeights | None]:
+        """Trains the whole model, reading the images every epoch."""
+        labels = _labels(train.in_order()) if self.options.class_weight == "balanced" else None
+        weights = self._compile([self.target.model], labels)
+        epoch_data, steps = train.epochs(
+            seed=self.safe.shuffle_seed, first_epoch=self.start, epochs=self.epochs
         )
+        self.safe.restore_random_state(self.target.model)
+        keras_history = self.target.model.fit(
+            epoch_data,
+            validation_data=self.validation,
+            initial_epoch=self.start,
+            epochs=self.start + self.epochs,
+            steps_per_epoch=steps,
+            shuffle=False,  # arrays are shuffled in the pipeline; datasets keep their order
+            callbacks=self.callbacks,
+            verbose=self.options.verbose,
+        )
+        return keras_history, weights
+
+    def cached(
+        self, batches: tf.data.Dataset, cache: CacheOptions
+    ) -> tuple[keras.callbacks.History, _class_weights.ClassWeights | None]:
+        """Trains the head on the backbone's features, computed once up front."""
+        target = self.target
+        augment = any(layer.name == "augmentation" for layer in target.model.layers)
+        with (
+            _backend.scope(target.strategy),
+            _features.cache_features(
+                target.model,
+                target.backbone,
+                batches,
+                self.validation,
+                views=min(cache.augmented_views, self.options.epochs) if augment else 1,
+                augment=augment,
+                memory_limit=cache.memory_limit,
+                jit_compile=self.options.jit_compile,
+            ) as features,
+        ):
+            balanced = self.options.class_weight == "balanced"
+            # The same optimizer object for both, so a callback that changes
+            # callback.model.optimizer (ReduceLROnPlateau) changes the head's.
+            weights = self._compile(
+                [target.model, features.head], features.train.targets[0] if balanced else None
+            )
+            # Only now: caching augmented the images from the state the run started with.
+            self.safe.restore_random_state(target.model)
+            keras_history = features.fit(
+                target.model,
+                initial_epoch=self.start,
+                epochs=self.epochs,
+                callbacks=self.callbacks,
+                verbose=self.options.verbose,
+                seed=self.safe.shuffle_seed,
+            )
+        return keras_history, weights
+
+    def record(self, weights: _class_weights.ClassWeights | None) -> dict[str, Any] | None:
+        """What the history records of the class weights (the checkpoint already has it)."""
+        return None if weights is None else weights.describe(self.target.config.class_names)
+
+    def _compile(
+        self, models: list[keras.Model], labels: np.ndarray | None
+    ) -> _class_weights.ClassWeights | None:
+        # compile() again at every stage: a change of `trainable` only counts after it.
+        weights = _class_weights_for(self.target.config, self.options.class_weight, labels)
+        for model in models:
+            compile_model(
+                model,
+                self.target.config,
+                self.optimizer,
+                strategy=self.target.strategy,
+                jit_compile=self.options.jit_compile,
+                class_weights=weights,
+            )
+        if self.safe.checkpoint is not None:
+            self.safe.checkpoint.class_weights = self.record(weights)
+        return weights
 
 
-def loss(
-    clf: TransferClassifier, class_weights: _class_weights.ClassWeights | None = None
-) -> keras.losses.Loss:
-    """The classifier's training loss: cross-entropy on the logits, optionally class-weighted.
-
-    Sparse categorical for one logit per class, binary for the one logit of two classes, and
-    per class (sigmoid) for multi-label classifiers.
-    """
-    kind: _class_weights.Kind = (
-        "multi_label" if clf.multi_label else "binary" if clf.is_binary else "sparse"
-    )
-    return _class_weights.make_loss(kind, class_weights)
-
-
-def labeled_data(
-    clf: TransferClassifier,
-    data: _inputs.LabeledData,
-    batch_size: int,
-    *,
-    shuffle: bool = False,
-    name: str,
-) -> tf.data.Dataset:
-    """Any accepted kind of labeled data as a dataset of ``(images, labels)`` batches.
-
-    ``shuffle`` reshuffles arrays every iteration, in no reproducible order; training
-    stages use :func:`training_data` instead.
-    """
-    if isinstance(data, (str, os.PathLike)):
-        data = _from_folder(clf, data, batch_size, name)
-    _check_class_names(clf, getattr(data, "class_names", None), name)
-    return _inputs.as_labeled_dataset(
-        data,
-        image_size=clf.image_size,
-        num_classes=clf.num_classes,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        name=name,
-        multi_label=clf.multi_label,
-    )
-
-
-def training_data(
-    clf: TransferClassifier, data: _inputs.LabeledData, batch_size: int
-) -> _inputs.TrainingData:
-    """Training data: arrays reshuffled every epoch, datasets (and folders) as they come."""
-    if isinstance(data, (str, os.PathLike)):
-        data = _from_folder(clf, data, batch_size, "data")
-    _check_class_names(clf, getattr(data, "class_names", None), "data")
-    return _inputs.as_training_data(
-        data,
-        image_size=clf.image_size,
-        num_classes=clf.num_classes,
-        batch_size=batch_size,
-        multi_label=clf.multi_label,
-    )
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _resolve_class_weights(
-    clf: TransferClassifier, class_weight: _class_weights.ClassWeight, labels: np.ndarray | None
+def _class_weights_for(
+    config: ClassifierConfig, class_weight: _class_weights.ClassWeight, labels: np.ndarray | None
 ) -> _class_weights.ClassWeights | None:
-    if class_weight == "balanced" and labels is None:
-        return None  # resolved once the labels are read
     counts = None
-    if labels is not None:
-        counts = _class_weights.label_counts(labels, clf.num_classes, multi_label=clf.multi_label)
+    if labels is not None:  # "balanced" counts the training labels
+        counts = _class_weights.label_counts(
+            labels, config.num_classes, multi_label=config.multi_label
+        )
     return _class_weights.resolve(
         class_weight,
-        class_names=clf.class_names,
-        num_classes=clf.num_classes,
-        multi_label=clf.multi_label,
+        class_names=config.class_names,
+        num_classes=config.num_classes,
+        multi_label=config.multi_label,
         counts=counts,
     )
 
 
-def _record_class_weights(
-    clf: TransferClassifier,
-    safe: _training.SafeRun,
-    weights: _class_weights.ClassWeights | None,
-) -> dict[str, Any] | None:
-    # What the history records for this run's epochs; the checkpoint writes it too.
-    described = None if weights is None else weights.describe(clf.class_names)
-    if safe.checkpoint is not None:
-        safe.checkpoint.class_weights = described
-    return described
-
-
-def _dataset_labels(dataset: tf.data.Dataset) -> np.ndarray:
+def _labels(dataset: tf.data.Dataset) -> np.ndarray:
     # One pass over the data, for class_weight="balanced" without cached features.
     return np.concatenate([np.asarray(batch[1]) for batch in dataset])
 
 
-def _scope(clf: TransferClassifier) -> contextlib.AbstractContextManager[Any]:
-    return clf.strategy.scope() if clf.strategy is not None else contextlib.nullcontext()
-
-
 def _optimizer(
-    clf: TransferClassifier,
+    target: Target,
     options: StageOptions,
     default: OptimizerFactory,
     default_rate: float,
@@ -293,13 +252,14 @@ def _optimizer(
             return default(schedules.make_schedule(options.schedule, peak, total_steps))
 
         # Its variables (the step counter, moments) must live under the model's strategy.
-        with _scope(clf):
+        with _backend.scope(target.strategy):
             if not options.discriminative and not isinstance(rate, tuple):
                 return make(rate)
             # One optimizer per block of the unfrozen backbone (fine-tuning only).
-            layout = clf.spec.layout_of(clf.backbone)
             groups = discriminative.trainable_groups(
-                clf.backbone, clf.unfrozen_from or 0, layout=layout
+                target.backbone,
+                target.unfrozen_from or 0,
+                layout=target.spec.layout_of(target.backbone),
             )
             rates = discriminative.group_learning_rates(
                 len(groups) + 1, rate, layer_decay=options.layer_decay
@@ -307,7 +267,7 @@ def _optimizer(
             return discriminative.discriminative_optimizer(groups, rates, make)
     # TF records on each variable the strategy it was created under; there is no public getter.
     created_under = getattr(optimizer.iterations.value, "_distribute_strategy", None)
-    if clf.strategy is not None and created_under is not clf.strategy:
+    if target.strategy is not None and created_under is not target.strategy:
         msg = (
             "The optimizer was created outside the classifier's strategy scope, so its "
             "variables cannot be updated by that strategy. Create it inside the scope: "
@@ -318,8 +278,43 @@ def _optimizer(
     return optimizer
 
 
+def _open_run(
+    target: Target,
+    stage: Stage,
+    optimizer: keras.optimizers.Optimizer,
+    validation: tf.data.Dataset | None,
+    options: StageOptions,
+    cache: CacheOptions | None,
+    history: TrainingHistory,
+) -> tuple[_checkpoints.SafeRun, TrainingHistory]:
+    # With a checkpoint that has saved epochs, the model, optimizer and history are put
+    # back as they were saved before anything trains.
+    run = None
+    if options.checkpoint_dir is not None:
+        run = _checkpoints.open_run(
+            options.checkpoint_dir,
+            stage=stage,
+            history=history,
+            settings=_checkpoint_settings(target, stage, optimizer, options, cache),
+        )
+    safe = _checkpoints.SafeRun(
+        stage,
+        early_stopping=options.early_stopping,
+        monitor="loss" if validation is None else "val_loss",
+        run=run,
+    )
+    if run is not None and run.completed:
+        compile_model(target.model, target.config, optimizer, strategy=target.strategy)
+        if not optimizer.built:  # its saved state loads only into built variables
+            with _backend.scope(target.strategy):
+                optimizer.build(target.model.trainable_variables)
+        safe.restore_checkpoint(target.model)
+        history = run.history
+    return safe, history
+
+
 def _checkpoint_settings(
-    clf: TransferClassifier,
+    target: Target,
     stage: Stage,
     optimizer: keras.optimizers.Optimizer,
     options: StageOptions,
@@ -333,8 +328,8 @@ def _checkpoint_settings(
         "early_stopping": options.early_stopping,
         "schedule": options.schedule,
         "layer_decay": options.layer_decay,
-        **{f"classifier.{key}": value for key, value in clf.config.to_dict().items()},
-        "unfrozen_from": clf.unfrozen_from,
+        **{f"classifier.{key}": value for key, value in target.config.to_dict().items()},
+        "unfrozen_from": target.unfrozen_from,
         "optimizer": type(optimizer).__name__,
         **_optimizer_settings(optimizer),
         "cache_features": None if cache is None else cache.enabled,
@@ -366,72 +361,3 @@ def _describe(class_weight: _class_weights.ClassWeight) -> Any:
     if class_weight is None or isinstance(class_weight, str):
         return class_weight
     return {str(key): float(value) for key, value in class_weight.items()}
-
-
-def _safe_run(
-    clf: TransferClassifier,
-    stage: Stage,
-    optimizer: keras.optimizers.Optimizer,
-    validation: tf.data.Dataset | None,
-    options: StageOptions,
-    cache: CacheOptions | None,
-) -> _training.SafeRun:
-    # With a checkpoint that has saved epochs, the model, optimizer and history are put
-    # back as they were saved before anything trains.
-    run = None
-    if options.checkpoint_dir is not None:
-        run = _training.open_run(
-            options.checkpoint_dir,
-            stage=stage,
-            history=clf.history,
-            settings=_checkpoint_settings(clf, stage, optimizer, options, cache),
-        )
-    safe = _training.SafeRun(
-        stage,
-        early_stopping=options.early_stopping,
-        monitor="loss" if validation is None else "val_loss",
-        run=run,
-    )
-    if run is not None and run.completed:
-        compile_model(clf, optimizer)
-        if not optimizer.built:  # its saved state loads only into built variables
-            with _scope(clf):
-                optimizer.build(clf.model.trainable_variables)
-        safe.restore_checkpoint(clf.model)
-        clf.history = run.history
-    return safe
-
-
-def _from_folder(
-    clf: TransferClassifier, path: str | os.PathLike[str], batch_size: int, name: str
-) -> tf.data.Dataset:
-    folder = from_directory(
-        path, clf.image_size, batch_size, seed=None, class_names=clf.class_names
-    )
-    if folder.validation is not None or folder.test is not None:
-        msg = (
-            f"{name} is a folder of train/ and validation/ (or test/) folders; pass one "
-            f"of them, such as {os.path.join(path, 'train')!r}, or load them all with "
-            f"transferkit.data.from_directory(). Received: {name}={os.fspath(path)!r}"
-        )
-        raise DataError(msg)
-    return folder.train
-
-
-def _check_class_names(clf: TransferClassifier, found: Sequence[str] | None, name: str) -> None:
-    # Datasets made from folders carry their class names (Keras' do too): labels are
-    # indices into them, so they must be the classifier's, in the same order.
-    if found is None:
-        return
-    names = [str(n) for n in found]
-    if clf.class_names is None and len(names) == clf.num_classes:
-        clf.config = clf.config.with_class_names(names)
-    elif names != clf.class_names:
-        msg = (
-            f"{name} has the classes {names} but this classifier has "
-            f"{clf.class_names or f'{clf.num_classes} classes'}; labels are indices into "
-            "the class names, so they must be the same names in the same order (load "
-            "folders with class_names=clf.class_names). "
-            f"Received: {name} with class_names={names}"
-        )
-        raise ClassNamesMismatchError(msg)
