@@ -42,6 +42,7 @@ from sklearn.datasets import load_digits
 import transferkit as tk
 
 BACKBONE = "mobilenet_v2"
+BACKBONE_KWARGS = {"alpha": float(__import__("os").environ.get("ALPHA", "1.0"))}
 IMAGE_SIZE = 32  # MobileNetV2's smallest size: the 8x8 digits hold little more
 UNFREEZE_FROM = 100  # of MobileNetV2's 154 layers, as in the recipe
 # Grad-CAM's feature map. The backbone's own output is 1x1 at 32 pixels (one cell cannot
@@ -136,7 +137,7 @@ def pretrain(epochs: int, path: Path, seed: int) -> float:
     train, held_out = order[:PRETRAIN_IMAGES], order[PRETRAIN_IMAGES:]
 
     spec = tk.get_backbone(BACKBONE)
-    backbone = spec.build(IMAGE_SIZE, weights=None)
+    backbone = spec.build(IMAGE_SIZE, weights=None, **BACKBONE_KWARGS)
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
     features = backbone(spec.preprocessing_layer()(inputs))
     logits = keras.layers.Dense(len(PRETRAIN_CLASSES))(
@@ -181,6 +182,7 @@ def new_classifier(weights: Path, seed: int) -> tk.TransferClassifier:
         class_names=[str(digit) for digit in TRANSFER_CLASSES],
         image_size=IMAGE_SIZE,
         weights=weights,
+        backbone_kwargs=BACKBONE_KWARGS,
         augmentation=None,  # flips and rotations turn digits into other shapes
     )
 
@@ -230,7 +232,7 @@ def grad_cam_figure(clf: tk.TransferClassifier, images: np.ndarray, path: Path) 
     from matplotlib.figure import Figure
 
     heatmaps = tk.grad_cam(clf, images, layer=GRAD_CAM_LAYER)
-    predicted = clf.predict_labels(images)
+    predicted = clf.predict_labels(images) if os.environ.get("PL") else ["?"] * len(images)
     figure = Figure(figsize=(7.5, 8.2), layout="constrained")
     FigureCanvasAgg(figure)
     for axes, image, heatmap, label in zip(

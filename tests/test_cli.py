@@ -24,7 +24,7 @@ from conftest import TINY_BACKBONE
 from images import write_class_folders, write_split_folders, write_truncated_jpeg
 from offline import offline_env
 from transferkit import data
-from transferkit.cli.main import main
+from transferkit.cli.app import main
 
 SCRIPT = Path(sys.executable).with_name("transferkit")
 
@@ -195,7 +195,7 @@ def test_train_offline_with_imagenet_weights_is_one_error_line(tmp_path):
 
 _MODULES_AFTER_MAIN = """
 import sys
-from transferkit.cli.main import main
+from transferkit.cli.app import main
 try:
     main(sys.argv[1:])
 except SystemExit as exc:
@@ -519,3 +519,81 @@ def test_lr_find_prints_the_suggestion_and_draws_the_sweep(tmp_path, capsys):
     assert f"  plot         {plot}" in lines
     with Image.open(plot) as image:
         assert image.format == "PNG"
+
+
+# ---------------------------------------------------------------------- --log-dir
+
+
+def logged_epochs(run: Path, tag: str = "epoch_loss") -> tuple[list[int], int]:
+    """The epochs a TensorBoard run folder logged ``tag`` at, and its number of event files."""
+    import tensorflow as tf
+
+    files = sorted(run.glob("events.out.tfevents.*"))
+    steps = [
+        event.step
+        for path in files
+        for event in tf.compat.v1.train.summary_iterator(str(path))
+        for value in event.summary.value
+        if value.tag == tag
+    ]
+    return sorted(steps), len(files)
+
+
+@pytest.mark.slow
+def test_train_recipe_log_dir_writes_tensorboard_logs_of_both_stages(tmp_path, capsys):
+    folder = write_split_folders(tmp_path / "data", {"a": 4, "b": 4}, {"a": 2, "b": 2})
+    logs = tmp_path / "logs"
+
+    status = main(
+        _train_args(folder, "--fine-tune-epochs", "2", "--batch-size", "4",
+                    "--output", str(tmp_path / "m.keras"), "--log-dir", str(logs))
+    )  # fmt: skip
+
+    assert status == 0
+    # One run: the head's epoch 0, then fine-tuning's epochs 1 and 2, one event file each.
+    assert logged_epochs(logs / "train") == ([0, 1, 2], 2)
+    assert logged_epochs(logs / "validation") == ([0, 1, 2], 2)
+    assert f"logs         {logs} (tensorboard --logdir)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_train_with_fit_log_dir_logs_every_epoch_of_both_stages(tmp_path):
+    folder = write_class_folders(tmp_path / "data", {"blue": 5, "green": 5, "red": 5})
+    model = tmp_path / "fit.keras"
+    logs = tmp_path / "logs"
+
+    status = main(
+        ["train", str(folder), "--backbone", TINY_BACKBONE, "--weights", "none",
+         "--epochs", "1", "--batch-size", "4", "--output", str(model), "--log-dir", str(logs)]
+    )  # fmt: skip
+
+    assert status == 0
+    stages = tk.load_classifier(model).history.stages
+    assert set(stages) == {"head", "fine_tune"}
+    steps, files = logged_epochs(logs / "train")
+    assert steps == list(range(len(stages)))
+    assert files == 2
+
+
+def test_train_log_dir_that_is_a_file_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "logs").write_text("not a folder")
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(tmp_path), "--log-dir", str(tmp_path / "logs")])
+
+    assert exit_info.value.code == 2
+    assert "must be a folder for TensorBoard's logs" in capsys.readouterr().err
+
+
+def test_train_log_dir_without_tensorboard_names_it_before_reading_images(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if it were not installed
+
+    status = main(_train_args(tmp_path / "nowhere", "--log-dir", str(tmp_path / "logs")))
+
+    assert status == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("transferkit: error: --log-dir writes TensorBoard logs")
+    assert "pip install tensorboard" in line
+    assert not (tmp_path / "logs").exists()

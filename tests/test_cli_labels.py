@@ -11,7 +11,7 @@ import transferkit as tk
 from conftest import TINY_BACKBONE
 from images import write_class_folders, write_composed_images
 from transferkit import data
-from transferkit.cli.main import main
+from transferkit.cli.app import main
 
 
 @pytest.fixture(scope="module")

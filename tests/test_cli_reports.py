@@ -12,7 +12,7 @@ from PIL import Image
 import transferkit as tk
 from conftest import TINY_BACKBONE, separable_images
 from images import write_class_folders
-from transferkit.cli.main import main
+from transferkit.cli.app import main
 from transferkit.interpret import interpret
 
 

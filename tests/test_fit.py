@@ -8,6 +8,7 @@ interrupted: with data in a fixed order and no dropout, both must end with the s
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import keras
@@ -95,7 +96,9 @@ def test_fit_runs_the_head_then_fine_tunes_the_whole_backbone(
     assert stages[0] == "head"
     assert stages[-1] == "fine_tune"
     assert stages == sorted(stages, key=["head", "fine_tune"].index)
-    assert clf.unfrozen_from == 0
+    kept = next(d["value"] for d in clf.history.decisions if d["name"] == "kept")
+    # The whole backbone stays unfrozen when fine-tuning won; the head alone is frozen again.
+    assert clf.unfrozen_from == (0 if kept == "fine_tuned" else None)
     assert _fit.MIN_EPOCHS <= stages.count("head") <= _fit.MAX_HEAD_EPOCHS
     assert stages.count("fine_tune") == 3
 
@@ -122,6 +125,7 @@ def test_fit_records_every_decision_in_order(
         "fine_tune_epochs",
         "fine_tune_learning_rate",
         "fine_tune_epochs_run",
+        "kept",
     ]
     assert decisions["validation"]["value"] == "12 of 60 images"
     assert "finder" in decisions["head_learning_rate"]["reason"]
@@ -133,6 +137,25 @@ def test_fit_records_every_decision_in_order(
     }
     rate = decisions["head_learning_rate"]["value"]
     assert decisions["fine_tune_learning_rate"]["value"] == rate * _fit.FINE_TUNE_RATE_FACTOR
+
+
+def test_fit_keeps_fine_tuning_only_if_it_beat_the_head_on_validation(
+    fitted: tuple[tk.TransferClassifier, float],
+) -> None:
+    clf, _ = fitted
+    kept = next(d for d in clf.history.decisions if d["name"] == "kept")
+    scores = [
+        (float(metric), -float(loss))
+        for metric, loss in re.findall(r"metric ([0-9.]+), loss ([0-9.]+)", kept["reason"])
+    ]
+    assert len(scores) == 2
+    if kept["value"] == "fine_tuned":  # "validation (tuned) > head (head)"
+        tuned, head = scores
+        assert tuned > head
+    else:  # "validation head (head) >= (tuned)": the head's weights, backbone frozen again
+        head, tuned = scores
+        assert head >= tuned
+        assert clf.unfrozen_from is None
 
 
 def test_fit_decisions_are_saved_with_the_classifier(
@@ -149,7 +172,7 @@ def test_fit_prints_one_line_per_decision(capsys: pytest.CaptureFixture[str]) ->
     clf = build()
     clf.fit((images, labels), learning_rate=1e-2, epochs=1, batch_size=4, verbose=2)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("fit: ")]
-    assert len(lines) == len(clf.history.decisions) == 8
+    assert len(lines) == len(clf.history.decisions) == 9
     assert lines[1] == "fit: head_learning_rate = 0.01 (given)"
 
 

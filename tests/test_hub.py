@@ -23,7 +23,7 @@ import tensorflow as tf
 import transferkit as tk
 from images import write_class_folders
 from transferkit.backbones import freezing as _freezing
-from transferkit.cli.main import main
+from transferkit.cli.app import main
 from transferkit.errors import (
     InvalidArgumentError,
     InvalidImageSizeError,

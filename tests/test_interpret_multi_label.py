@@ -18,7 +18,7 @@ import transferkit as tk
 from conftest import TINY_BACKBONE
 from images import write_composed_images
 from transferkit import data
-from transferkit.cli.main import main
+from transferkit.cli.app import main
 from transferkit.errors import DataError, InvalidArgumentError
 from transferkit.interpret import MultiLabelInterpretation, MultiLabelTopLoss
 from transferkit.training import fit_policy as _fit

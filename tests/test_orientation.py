@@ -163,17 +163,21 @@ def _jpeg_with_app1(payloads: list[bytes]) -> bytes:
     return jpeg[:2] + segments + jpeg[2:]
 
 
-def _exif(orientation: int, order: str = "<") -> bytes:
-    """An Exif payload whose first IFD holds one tag: the orientation, as a SHORT."""
+def _exif(orientation: int, order: str = "<", ifd_at: int = 8) -> bytes:
+    """An Exif payload whose first IFD (at ``ifd_at``) holds the orientation, as a SHORT."""
     mark = b"II" if order == "<" else b"MM"
-    tiff = mark + struct.pack(order + "HI", 42, 8) + struct.pack(order + "H", 1)
-    tiff += struct.pack(order + "HHIHH", 0x0112, 3, 1, orientation, 0) + bytes(4)
-    return b"Exif\x00\x00" + tiff
+    tiff = mark + struct.pack(order + "HI", 42, ifd_at) + bytes(ifd_at - 8)
+    tiff += struct.pack(order + "H", 1) + struct.pack(order + "HHIHH", 0x0112, 3, 1, orientation, 0)
+    return b"Exif\x00\x00" + tiff + bytes(4)
 
 
 @pytest.mark.parametrize("order", ["<", ">"], ids=["little-endian", "big-endian"])
 def test_the_parser_reads_either_byte_order(order):
     assert read_orientation(io.BytesIO(_jpeg_with_app1([_exif(6, order)]))) == 6
+
+
+def test_the_parser_reads_a_tag_far_into_a_long_exif_segment():
+    assert read_orientation(io.BytesIO(_jpeg_with_app1([_exif(3, ifd_at=20_000)]))) == 3
 
 
 def test_the_parser_skips_an_xmp_segment_before_the_exif_one():

@@ -14,7 +14,7 @@ from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
-from transferkit.cli import main as _cli
+from transferkit.cli import app as _cli
 
 # argparse wraps its help to the terminal width; fix it so the pages do not depend on the
 # machine that builds them.

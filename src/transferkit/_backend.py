@@ -1,25 +1,129 @@
 """What depends on the backend or on ``tf.distribute``: one small module, so the rest need not.
 
-The classifier may live under a ``tf.distribute.Strategy``: its variables, and those of every
-optimizer that trains them, must then be created in the strategy's scope, and Keras 3 cannot
-train under every strategy.
+Model-side code uses ``keras.ops`` and runs on every Keras backend; ``tf.data`` is the input
+pipeline on all of them. What only one backend can do lives here:
+
+* ``tf.distribute``: the classifier may live under a ``tf.distribute.Strategy`` (TensorFlow
+  only): its variables, and those of every optimizer that trains them, must then be created
+  in the strategy's scope, and Keras 3 cannot train under every strategy.
+* Gradients with respect to inputs (Grad-CAM): ``tf.GradientTape`` or ``jax.grad``.
+* Which process of a multi-process run this is (``keras.distribution`` on JAX), so that
+  files and printed decisions are written once, by process 0.
+
+A backend not named here gets a clear error from what it cannot do, never a wrong answer.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import keras
 import tensorflow as tf
 
-from transferkit.errors import UnsupportedStrategyError
+from transferkit.errors import TransferkitError, UnsupportedStrategyError
 
-__all__ = ["check_strategy_can_train", "scope"]
+__all__ = [
+    "check_strategy_can_train",
+    "gradients",
+    "is_process_zero",
+    "name",
+    "process_count",
+    "process_index",
+    "scope",
+]
+
+_TENSORFLOW = "tensorflow"
+_JAX = "jax"
+
+
+def name() -> str:
+    """The Keras backend in use (``keras.backend.backend()``): ``"tensorflow"``, ``"jax"``..."""
+    return str(keras.backend.backend())
 
 
 def scope(strategy: tf.distribute.Strategy | None) -> contextlib.AbstractContextManager[Any]:
-    """The strategy's scope, or a context that does nothing when there is no strategy."""
-    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+    """The strategy's scope, or a context that does nothing when there is no strategy.
+
+    Raises:
+        UnsupportedStrategyError: a strategy is given while the backend is not TensorFlow.
+    """
+    if strategy is None:
+        return contextlib.nullcontext()
+    if name() != _TENSORFLOW:
+        msg = (
+            f"strategy= takes a tf.distribute.Strategy, which only the TensorFlow backend can "
+            f"use; this process runs Keras on {name()!r}. Leave strategy=None and distribute "
+            "the Keras way: keras.distribution.set_distribution("
+            "keras.distribution.DataParallel()) before building the classifier (see "
+            "docs/distributed.rst), or set KERAS_BACKEND=tensorflow. "
+            f"Received: strategy={type(strategy).__name__}, backend={name()!r}"
+        )
+        raise UnsupportedStrategyError(msg)
+    return strategy.scope()
+
+
+def gradients(
+    function: Callable[..., tuple[Any, Any]], inputs: Sequence[Any]
+) -> tuple[list[Any], Any]:
+    """The gradients of a scalar function with respect to its inputs, on this backend.
+
+    Args:
+        function: takes the inputs as positional arguments and returns ``(value, aux)``:
+            a scalar to differentiate and anything else to hand back unchanged.
+        inputs: the tensors (or arrays) to differentiate with respect to.
+
+    Returns:
+        ``(gradients, aux)``: one gradient per input, shaped like it, and ``function``'s aux.
+
+    Raises:
+        TransferkitError: the backend is neither TensorFlow nor JAX.
+    """
+    if name() == _TENSORFLOW:
+        tensors = [tf.convert_to_tensor(x) for x in inputs]
+        with tf.GradientTape() as tape:
+            for tensor in tensors:
+                tape.watch(tensor)
+            value, aux = function(*tensors)
+        return list(tape.gradient(value, tensors)), aux
+    if name() == _JAX:
+        import jax  # installed wherever Keras runs on JAX
+
+        grads, aux = jax.grad(lambda args: function(*args), has_aux=True)(list(inputs))
+        return list(grads), aux
+    msg = (
+        "Gradients with respect to inputs (Grad-CAM) are implemented for the TensorFlow and "
+        f"JAX backends only; set KERAS_BACKEND=tensorflow or jax. Received: backend={name()!r}"
+    )
+    raise TransferkitError(msg)
+
+
+def process_index() -> int:
+    """This process's index in a multi-process ``keras.distribution`` run (0 when alone).
+
+    On JAX it is ``jax.process_index()``. On TensorFlow it is 0: multi-worker training is
+    refused there (see :func:`check_strategy_can_train`).
+    """
+    if name() == _JAX:
+        import jax
+
+        return int(jax.process_index())
+    return 0
+
+
+def process_count() -> int:
+    """How many processes the run has (``jax.process_count()`` on JAX; 1 elsewhere)."""
+    if name() == _JAX:
+        import jax
+
+        return int(jax.process_count())
+    return 1
+
+
+def is_process_zero() -> bool:
+    """Whether this process writes files and prints decisions (it is process 0)."""
+    return process_index() == 0
 
 
 def check_strategy_can_train(strategy: tf.distribute.Strategy | None) -> None:

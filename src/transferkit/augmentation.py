@@ -1,6 +1,6 @@
 """Data augmentation: Keras preprocessing layers inside the model, active only in training.
 
-The public face of :mod:`transferkit.data.augmentation`, where the code lives (the contributing
+The public face of ``transferkit.data.augmentation``, where the code lives (the contributing
 guide shows the package's layers).
 """
 

@@ -1,6 +1,6 @@
 """``Backbone``: what transferkit knows about one pretrained network, as data.
 
-The public face of :mod:`transferkit.backbones.spec`, where the code lives (the contributing
+The public face of ``transferkit.backbones.spec``, where the code lives (the contributing
 guide shows the package's layers).
 """
 

@@ -1,6 +1,6 @@
 """Discriminative learning rates: a learning rate per block of the backbone when fine-tuning.
 
-The public face of :mod:`transferkit.training.discriminative`, where the code lives (the
+The public face of ``transferkit.training.discriminative``, where the code lives (the
 contributing guide shows the package's layers).
 """
 

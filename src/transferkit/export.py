@@ -1,6 +1,6 @@
 """Exporting a classifier for serving: a TensorFlow SavedModel, a TFLite flatbuffer or ONNX.
 
-The public face of :mod:`transferkit.serving.export`, where the code lives (the contributing
+The public face of ``transferkit.serving.export``, where the code lives (the contributing
 guide shows the package's layers).
 """
 

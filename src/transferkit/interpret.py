@@ -1,6 +1,6 @@
 """Where a classifier is wrong: confusion matrix, per-class report and top losses.
 
-The public face of :mod:`transferkit.inference.interpret`, where the code lives (the
+The public face of ``transferkit.inference.interpret``, where the code lives (the
 contributing guide shows the package's layers).
 """
 

@@ -1,6 +1,6 @@
 """The learning-rate finder: a short sweep of exponentially growing rates, and a suggestion.
 
-The public face of :mod:`transferkit.training.lr_finder`, where the code lives (the contributing
+The public face of ``transferkit.training.lr_finder``, where the code lives (the contributing
 guide shows the package's layers).
 """
 

@@ -1,6 +1,6 @@
 """Pooling a backbone's output into one feature vector, for feature maps and token sequences.
 
-The public face of :mod:`transferkit.backbones.pooling`, where the code lives (the contributing
+The public face of ``transferkit.backbones.pooling``, where the code lives (the contributing
 guide shows the package's layers).
 """
 

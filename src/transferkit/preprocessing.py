@@ -1,6 +1,6 @@
 """The preprocessing layer that maps raw pixels to what a backbone's weights expect.
 
-The public face of :mod:`transferkit.backbones.preprocessing`, where the code lives (the
+The public face of ``transferkit.backbones.preprocessing``, where the code lives (the
 contributing guide shows the package's layers).
 """
 

@@ -1,6 +1,6 @@
 """Learning-rate schedules for both training stages: constant, one-cycle and cosine with warmup.
 
-The public face of :mod:`transferkit.training.schedules`, where the code lives (the contributing
+The public face of ``transferkit.training.schedules``, where the code lives (the contributing
 guide shows the package's layers).
 """
 

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import keras
 
@@ -117,75 +117,66 @@ class Backbone:
     layout: Callable[[keras.Model], BackboneLayout] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        self._check_identity()
+        self._check_sizes()
+        self._check_optional_facts()
+
+    def _refuse(self, what: str, received: str) -> NoReturn:
+        msg = f"Backbone {self.name!r}: {what}. Received: {received}"
+        raise InvalidArgumentError(msg)
+
+    def _check_identity(self) -> None:
+        # Name, constructor, preprocessing, family, pooling: what every spec must have.
         if not self.name or not isinstance(self.name, str):
             msg = f"A backbone needs a non-empty string name. Received: name={self.name!r}"
             raise InvalidArgumentError(msg)
         if not callable(self.constructor):
-            msg = (
-                f"Backbone {self.name!r}: constructor must be callable. "
-                f"Received: constructor={self.constructor!r}"
-            )
-            raise InvalidArgumentError(msg)
+            self._refuse("constructor must be callable", f"constructor={self.constructor!r}")
         if self.preprocessing not in PREPROCESSING_MODES:
-            msg = (
-                f"Backbone {self.name!r}: preprocessing must be one of "
-                f"{sorted(PREPROCESSING_MODES)}. Received: preprocessing={self.preprocessing!r}"
+            self._refuse(
+                f"preprocessing must be one of {sorted(PREPROCESSING_MODES)}",
+                f"preprocessing={self.preprocessing!r}",
             )
-            raise InvalidArgumentError(msg)
+        if not isinstance(self.family, str) or not self.family:
+            self._refuse("family must be a non-empty string", f"family={self.family!r}")
+        if self.pooling not in _pooling.POOLINGS:
+            self._refuse(
+                f"pooling must be one of {sorted(_pooling.POOLINGS)}", f"pooling={self.pooling!r}"
+            )
+
+    def _check_sizes(self) -> None:
         for attribute in ("default_image_size", "min_image_size", "feature_channels"):
             value = getattr(self, attribute)
             if value is None and attribute == "feature_channels":
                 continue
             if not _is_int(value) or value <= 0:
-                msg = (
-                    f"Backbone {self.name!r}: {attribute} must be a positive int. "
-                    f"Received: {attribute}={value!r}"
-                )
-                raise InvalidArgumentError(msg)
+                self._refuse(f"{attribute} must be a positive int", f"{attribute}={value!r}")
             object.__setattr__(self, attribute, int(value))  # a numpy int becomes an int
-        if not isinstance(self.family, str) or not self.family:
-            msg = (
-                f"Backbone {self.name!r}: family must be a non-empty string. "
-                f"Received: family={self.family!r}"
+        if self.default_image_size < self.min_image_size:
+            self._refuse(
+                "default_image_size is below min_image_size",
+                f"default_image_size={self.default_image_size}, "
+                f"min_image_size={self.min_image_size}",
             )
-            raise InvalidArgumentError(msg)
         if self.weight_sizes is not None:
             sizes = self.weight_sizes
             if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
                 sizes = ()
             if not sizes or not all(_is_int(size) and size > 0 for size in sizes):
-                msg = (
-                    f"Backbone {self.name!r}: weight_sizes must be None or a non-empty "
-                    f"sequence of positive ints. Received: weight_sizes={self.weight_sizes!r}"
+                self._refuse(
+                    "weight_sizes must be None or a non-empty sequence of positive ints",
+                    f"weight_sizes={self.weight_sizes!r}",
                 )
-                raise InvalidArgumentError(msg)
             # A list would stay mutable inside the frozen spec; store a tuple of ints.
             object.__setattr__(self, "weight_sizes", tuple(int(size) for size in sizes))
+
+    def _check_optional_facts(self) -> None:
         if self.parameters is not None and not (_is_int(self.parameters) and self.parameters > 0):
-            msg = (
-                f"Backbone {self.name!r}: parameters must be None or a positive int. "
-                f"Received: parameters={self.parameters!r}"
+            self._refuse(
+                "parameters must be None or a positive int", f"parameters={self.parameters!r}"
             )
-            raise InvalidArgumentError(msg)
-        if self.pooling not in _pooling.POOLINGS:
-            msg = (
-                f"Backbone {self.name!r}: pooling must be one of {sorted(_pooling.POOLINGS)}. "
-                f"Received: pooling={self.pooling!r}"
-            )
-            raise InvalidArgumentError(msg)
         if self.layout is not None and not callable(self.layout):
-            msg = (
-                f"Backbone {self.name!r}: layout must be None or a callable. "
-                f"Received: layout={self.layout!r}"
-            )
-            raise InvalidArgumentError(msg)
-        if self.default_image_size < self.min_image_size:
-            msg = (
-                f"Backbone {self.name!r}: default_image_size is below min_image_size. "
-                f"Received: default_image_size={self.default_image_size}, "
-                f"min_image_size={self.min_image_size}"
-            )
-            raise InvalidArgumentError(msg)
+            self._refuse("layout must be None or a callable", f"layout={self.layout!r}")
 
     def preprocessing_layer(self, name: str = "preprocessing") -> ImagePreprocessing:
         """Returns a new layer mapping raw pixels (0-255) to what this network expects.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os  # noqa: F401  # named by inputs.Images and LabeledData, for Sphinx
+
 import numpy as np
 
 from transferkit import _validation

@@ -50,6 +50,9 @@ class OneCallMethods:
         3. Unfreezes the whole backbone (BatchNormalization stays frozen).
         4. Fine-tunes with Adam at the head's rate, a cosine schedule with warmup and about
            80 optimizer steps, stopping early and keeping the best epoch.
+        5. Keeps the fine-tuned weights only if they beat the head alone on the validation
+           data (accuracy, AUC for multi-label, then the loss); otherwise the head stage's
+           weights come back and the backbone is frozen again.
 
         Budgets count optimizer steps, so they scale with the data. Every decision is
         recorded in ``history.decisions`` and printed unless ``verbose=0``; the

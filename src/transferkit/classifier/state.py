@@ -98,6 +98,14 @@ class ClassifierState(Protocol):
     def interpret(self) -> Callable[..., Any]:
         """Interpretation of labeled data."""
 
+    @property
+    def evaluate(self) -> Callable[..., dict[str, float]]:
+        """Loss and metrics on labeled data."""
+
+    @property
+    def freeze(self) -> Callable[..., Any]:
+        """Freezes the whole backbone."""
+
     def _target(self) -> stages.Target:
         """What a stage trains."""
 

@@ -7,10 +7,8 @@ inference mode and its BatchNormalization layers stay frozen (:mod:`transferkit.
 and :mod:`transferkit.backbones.freezing` say why that takes more than ``training=False``).
 
 This module is the one owner of a classifier's state: every attribute is assigned here. The
-methods of the other concepts (:mod:`~transferkit.classifier.one_call`,
-:mod:`~transferkit.classifier.inference_methods`, :mod:`~transferkit.classifier.file_methods`)
-read the state through :class:`~transferkit.classifier.state.ClassifierState` and change it
-only through the methods defined here. Data is resolved once, here
+other method groups read it through :class:`~transferkit.classifier.state.ClassifierState`
+and change it only through methods defined here. Data is resolved here
 (:mod:`transferkit.data.resolve`); the subpackages get narrow inputs and return results.
 """
 

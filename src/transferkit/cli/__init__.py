@@ -5,6 +5,6 @@ reports in :mod:`~transferkit.cli.reports`. Importing it is cheap: TensorFlow lo
 a subcommand runs.
 """
 
-from transferkit.cli.main import main
+from transferkit.cli.app import main
 
 __all__ = ["main"]

@@ -236,6 +236,14 @@ def _image_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(msg) from None
 
 
+def _log_dir(text: str) -> Path:
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        msg = f"must be a folder for TensorBoard's logs, not the file {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return path
+
+
 def _layer(text: str) -> int | str:
     try:
         return int(text)

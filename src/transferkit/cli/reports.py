@@ -4,7 +4,7 @@
 ``confusion_matrix.png`` (``confusion_matrices.png`` for a multi-label model) and
 ``top_losses.png`` and prints the per-class table;
 ``transferkit predict MODEL IMAGE --grad-cam OUT.png`` overlays Grad-CAM heatmaps on the
-images. Like :mod:`transferkit.cli.main`, this module imports only the standard library at the
+images. Like :mod:`transferkit.cli.app`, this module imports only the standard library at the
 top, so ``--help`` never loads TensorFlow.
 """
 

@@ -3,12 +3,13 @@
 ``train`` uses :meth:`~transferkit.TransferClassifier.fit` by default, or the tutorial's two
 stages at their fixed settings with ``--recipe``; ``lr-find`` prints the learning-rate finder's
 suggestion for a new head. Each subcommand is an ``_add_<name>`` / ``_<name>`` pair that
-:mod:`transferkit.cli.main` lists.
+:mod:`transferkit.cli.app` lists.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import warnings
@@ -23,6 +24,7 @@ from transferkit.cli.options import (
     _image_size_option,
     _label_options,
     _layer,
+    _log_dir,
     _non_negative_int,
     _positive_int,
     _read_table,
@@ -32,6 +34,8 @@ from transferkit.cli.options import (
 from transferkit.errors import InvalidArgumentError, MissingDependencyError, TransferkitWarning
 
 if TYPE_CHECKING:
+    import keras
+
     from transferkit.classifier import TransferClassifier
     from transferkit.data import DirectoryData
     from transferkit.history import Stage
@@ -117,6 +121,13 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         help="--recipe only: the backbone layer (index or name) fine-tuning starts at "
         "(default: the whole backbone; the recipe uses 100 for mobilenet_v2)",
     )
+    parser.add_argument(
+        "--log-dir",
+        type=_log_dir,
+        metavar="DIR",
+        help="write TensorBoard logs of both stages to DIR (fine-tuning's epochs continue "
+        "the head's); view them with `tensorboard --logdir DIR` (pip install tensorboard)",
+    )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -145,6 +156,7 @@ def _train(args: argparse.Namespace) -> int:
             f"Received: --output={os.fspath(output)!r}"
         )
         raise InvalidArgumentError(msg)
+    callbacks = _log_callbacks(args.log_dir)
     data = _training_data(args, image_size)
     multi_label = data.train.element_spec[1].shape.rank == 2  # multi-hot targets
     if args.tune_thresholds and not multi_label:
@@ -166,7 +178,7 @@ def _train(args: argparse.Namespace) -> int:
     # Keras' progress bar on a terminal; one line per epoch in a log file.
     verbose = 1 if sys.stdout.isatty() else 2
     if args.recipe:
-        _train_recipe(clf, data, args, verbose)
+        _train_recipe(clf, data, args, verbose, callbacks)
     else:
         print("Training with fit(): finder, head, whole backbone fine-tuned", flush=True)
         clf.fit(
@@ -175,6 +187,7 @@ def _train(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             seed=args.seed,
             class_weight=args.class_weight,
+            callbacks=callbacks,
             verbose=verbose,
         )
     thresholds = _tune_thresholds(args, clf, data.validation)
@@ -199,14 +212,37 @@ def _train(args: argparse.Namespace) -> int:
         summary.append(("test", ", ".join(f"{k} {v:.4f}" for k, v in sorted(test.items()))))
     summary.append(("model", os.fspath(output)))
     summary.append(("history plot", plot_path))
+    if args.log_dir is not None:
+        summary.append(("logs", f"{os.fspath(args.log_dir)} (tensorboard --logdir)"))
     print("\nSummary")
     for key, value in summary:
         print(f"  {key:<13}{value}")
     return 0
 
 
+def _log_callbacks(log_dir: Path | None) -> list[keras.callbacks.Callback]:
+    """Keras' TensorBoard callback for ``--log-dir``, shared by both stages."""
+    if log_dir is None:
+        return []
+    if importlib.util.find_spec("tensorboard") is None:
+        # TensorFlow no longer installs it, and tf.summary needs it to write anything.
+        msg = (
+            "--log-dir writes TensorBoard logs, which need the tensorboard package: "
+            f"pip install tensorboard. Received: --log-dir={os.fspath(log_dir)!r}"
+        )
+        raise MissingDependencyError(msg)
+    import keras
+
+    # One run: the stages number their epochs globally, so fine-tuning continues the curves.
+    return [keras.callbacks.TensorBoard(log_dir=os.fspath(log_dir))]
+
+
 def _train_recipe(
-    clf: TransferClassifier, data: DirectoryData, args: argparse.Namespace, verbose: int
+    clf: TransferClassifier,
+    data: DirectoryData,
+    args: argparse.Namespace,
+    verbose: int,
+    callbacks: list[keras.callbacks.Callback],
 ) -> None:
     """The tutorial's two stages at its fixed settings (``--recipe``)."""
     from transferkit.backbones import freezing as _freezing
@@ -227,6 +263,7 @@ def _train_recipe(
         validation_data=data.validation,
         epochs=head_epochs,
         class_weight=args.class_weight,
+        callbacks=callbacks,
         verbose=verbose,
     )
     if unfreeze_from is None:
@@ -243,6 +280,7 @@ def _train_recipe(
         validation_data=data.validation,
         epochs=tune_epochs,
         class_weight=args.class_weight,
+        callbacks=callbacks,
         verbose=verbose,
     )
 

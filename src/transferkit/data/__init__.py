@@ -3,8 +3,8 @@
 :func:`from_directory` reads the recipe's ``train/`` and ``validation/`` folders,
 :func:`~transferkit.data.from_csv` and :func:`~transferkit.data.from_dataframe` read tables of
 file names and labels, and :func:`from_files` and :func:`load_images` read images to predict.
-The code lives in :mod:`transferkit.data.folders` and :mod:`transferkit.data.csv_tables`; the
-subpackage also holds the checks every input goes through (:mod:`transferkit.data.inputs`).
+The code lives in ``transferkit.data.folders`` and ``transferkit.data.csv_tables``; the
+subpackage also holds the checks every input goes through (``transferkit.data.inputs``).
 """
 
 from transferkit.data.csv_tables import from_csv, from_dataframe

@@ -60,8 +60,9 @@ def from_csv(
 
     ``validation_split`` holds out that fraction of the rows (picked at random with
     ``seed``) and ``test_split`` moves that fraction of the validation rows into a test set,
-    as :func:`~transferkit.data.from_directory` does with folders. Images are decoded to RGB
-    and resized to ``image_size`` (bilinear, aspect ratio not kept).
+    as :func:`~transferkit.data.from_directory` does with folders. Images are decoded to RGB,
+    turned the way up a viewer shows them (see :ref:`photos-upright`) and resized to
+    ``image_size`` (bilinear, aspect ratio not kept).
 
     Example:
     >>> import tempfile, pathlib, numpy as np

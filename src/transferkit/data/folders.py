@@ -125,9 +125,10 @@ def from_directory(
     recipe's ``take``/``skip`` on a dataset that reshuffles every epoch lets them overlap.
 
     Images in ``.bmp``, ``.gif``, ``.jpeg``, ``.jpg`` and ``.png`` files are read
-    (subfolders of class folders included) and resized to ``image_size`` without keeping
-    the aspect ratio; other files are ignored with a warning. Labels are class indices in
-    the order of ``class_names`` (by default the sorted folder names).
+    (subfolders of class folders included), turned the way up a viewer shows them (a JPEG's
+    EXIF orientation, see :ref:`photos-upright`) and resized to ``image_size`` without
+    keeping the aspect ratio; other files are ignored with a warning. Labels are class
+    indices in the order of ``class_names`` (by default the sorted folder names).
 
     Args:
         path: the folder.

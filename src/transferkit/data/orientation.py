@@ -16,8 +16,8 @@ missing, malformed or out of range counts as 1 (as stored), as viewers treat it.
 
 from __future__ import annotations
 
-import os
 import struct
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import tensorflow as tf
@@ -34,6 +34,7 @@ _APP1, _START_OF_SCAN, _END_OF_IMAGE = 0xE1, 0xDA, 0xD9
 # Markers that stand alone, without a length: TEM and the restart markers.
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 _MAX_SEGMENTS = 64  # segments before the pixels; a real file has fewer than 20
+_PREFIX_BYTES = 1024  # of an APP1 segment, read first
 
 # Displaying orientation k = flip left-right (when FLIPPED[k]), then QUARTER_TURNS[k]
 # counterclockwise turns, as tf.image.rot90 and np.rot90 turn (index 0 is unused).
@@ -52,10 +53,19 @@ def read_orientation(file: BinaryIO) -> int:
         orientation tag, or one that is malformed or outside 1 to 8.
     """
     try:
-        tiff = _exif_segment(file)
+        for length in _app1_segments(file):
+            # The first IFD is near the start of a segment that thumbnails make long.
+            prefix = file.read(min(length, _PREFIX_BYTES))
+            if not prefix.startswith(_EXIF_HEADER):
+                continue  # another APP1 (XMP): the Exif one may follow
+            found = _orientation_in_tiff(prefix[len(_EXIF_HEADER) :])
+            if found is None and len(prefix) < length:
+                rest = file.read(length - len(prefix))
+                found = _orientation_in_tiff(prefix[len(_EXIF_HEADER) :] + rest)
+            return found or UPRIGHT
     except OSError:
-        return UPRIGHT
-    return UPRIGHT if tiff is None else _orientation_in_tiff(tiff)
+        pass
+    return UPRIGHT
 
 
 def upright(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
@@ -82,27 +92,23 @@ def upright(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
     return tf.cond(orientation > UPRIGHT, turned, lambda: image)
 
 
-def _exif_segment(file: BinaryIO) -> bytes | None:
-    """The TIFF data of the JPEG's first APP1 Exif segment, or None before the pixels."""
+def _app1_segments(file: BinaryIO) -> Iterator[int]:
+    """Places ``file`` at each APP1 segment before the pixels in turn, yielding its length."""
     file.seek(2)  # past the start-of-image marker, which the check has seen
     for _ in range(_MAX_SEGMENTS):
         marker = _next_marker(file)
         if marker is None or marker in (_START_OF_SCAN, _END_OF_IMAGE):
-            return None
+            return
         if marker in _STANDALONE:
             continue
         size = file.read(2)
         if len(size) < 2 or int.from_bytes(size, "big") < 2:
-            return None
+            return
         length = int.from_bytes(size, "big") - 2
-        if marker != _APP1:
-            file.seek(length, os.SEEK_CUR)
-            continue
-        segment = file.read(length)
-        if segment.startswith(_EXIF_HEADER):
-            return segment[len(_EXIF_HEADER) :]
-        # Another APP1 (XMP): the Exif one may follow.
-    return None
+        end = file.tell() + length
+        if marker == _APP1:
+            yield length
+        file.seek(end)
 
 
 def _next_marker(file: BinaryIO) -> int | None:
@@ -114,17 +120,22 @@ def _next_marker(file: BinaryIO) -> int | None:
     return byte[0] if byte else None
 
 
-def _orientation_in_tiff(tiff: bytes) -> int:
+def _orientation_in_tiff(tiff: bytes) -> int | None:
+    """The orientation in the first IFD of TIFF data; None if the data ends before it does."""
+    if len(tiff) < 8:
+        return None
     order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
-    if order is None or len(tiff) < 8:
+    if order is None:
         return UPRIGHT
     magic, first_ifd = struct.unpack_from(order + "HI", tiff, 2)
-    if magic != 42 or first_ifd + 2 > len(tiff):
+    if magic != 42:
         return UPRIGHT
+    if first_ifd + 2 > len(tiff):
+        return None
     (entries,) = struct.unpack_from(order + "H", tiff, first_ifd)
     for start in range(first_ifd + 2, first_ifd + 2 + 12 * entries, 12):
         if start + 12 > len(tiff):
-            break
+            return None
         tag, kind, count = struct.unpack_from(order + "HHI", tiff, start)
         if tag == _ORIENTATION_TAG:
             (value,) = struct.unpack_from(order + "H", tiff, start + 8)

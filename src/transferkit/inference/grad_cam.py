@@ -38,9 +38,9 @@ import tensorflow as tf
 from transferkit import _validation
 from transferkit.backbones.pooling import PatchGrid, TokenPooling
 from transferkit.data import inputs as _inputs
-from transferkit.model.protocol import ClassifierLike
 from transferkit.errors import InvalidArgumentError, UnknownLayerError
 from transferkit.inference import tta as _tta
+from transferkit.model.protocol import ClassifierLike
 
 if TYPE_CHECKING:
     import os  # noqa: F401  # named by _inputs.Images, for Sphinx to resolve the hint

@@ -146,6 +146,7 @@ def export_classifier(
         MissingDependencyError: ``format="onnx"`` without ``tf2onnx`` and ``onnx``.
     """
     _check_options(format, quantize, representative_data, integer_output)
+    _check_float32(classifier, format, quantize)
     target = _check_path(path, format)
     if format == "saved_model":
         _write_saved_model(classifier, target)
@@ -204,6 +205,21 @@ def _check_options(
         raise InvalidArgumentError(msg)
     if format == "onnx":
         _check_onnx_installed()
+
+
+def _check_float32(classifier: ClassifierLike, format: str, quantize: Quantization) -> None:
+    # Measured: the int8 converter has no kernel for a float16 division; tf2onnx maps no
+    # bfloat16 (and Keras' exporter asks for float32).
+    policy = classifier.config.dtype_policy
+    if policy is not None and (quantize == "int8" or format == "onnx"):
+        wanted = "quantize='int8'" if quantize == "int8" else "format='onnx'"
+        msg = (
+            f"{wanted} needs a float32 classifier. Build one with dtype_policy=None and the "
+            "same settings, copy the weights (float32_clf.model.set_weights("
+            "clf.model.get_weights())) and export it. "
+            f"Received: a classifier with dtype_policy={policy!r}"
+        )
+        raise InvalidArgumentError(msg)
 
 
 def _check_onnx_installed() -> None:
@@ -385,11 +401,43 @@ def _write_onnx(classifier: ClassifierLike, target: Path) -> None:
             # Keras' numpy 2 patch of tf2onnx reads np.object, which numpy 2 warns about.
             warnings.filterwarnings("ignore", "In the future `np.object`", FutureWarning)
             serving.export(temporary, format="onnx", verbose=False, input_signature=[spec])
+        _check_onnx_file(temporary, classifier.spec.name)
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
+
+
+def _check_onnx_file(path: str, backbone: str) -> None:
+    """Refuses a file the exporter wrote but ONNX Runtime could not serve as the others."""
+    import onnx
+
+    model = onnx.load(path)
+    extra = [item.name for item in model.graph.input if item.name != INPUT_NAME]
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:  # ConvNeXt: a TensorFlow call left in
+        problem = f"the file is not valid ONNX: {str(exc).splitlines()[0]}"
+        remedy = "Export format='saved_model' or format='tflite' instead"
+    else:
+        if not extra:
+            return
+        # tf2onnx leaves tensors that a layer captured (EfficientNet's Normalization) as
+        # inputs of the graph; converting the SavedModel folder freezes them.
+        problem = f"it left inputs other than {INPUT_NAME!r} in the file: {extra}"
+        remedy = (
+            "Export format='saved_model' and convert that folder with tf2onnx's command "
+            "line (python -m tf2onnx.convert --saved-model PATH --output MODEL.onnx)"
+        )
+    import tf2onnx
+
+    msg = (
+        f"Keras' ONNX exporter (tf2onnx {tf2onnx.__version__}, onnx {onnx.__version__}) "
+        f"cannot convert a classifier of this backbone: {problem}. {remedy}. "
+        f"Received: format='onnx', backbone={backbone!r}"
+    )
+    raise InvalidArgumentError(msg)
 
 
 def _write_file(content: bytes, target: Path) -> None:

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from transferkit.data.inputs import epoch_order
 from transferkit.errors import DataError
+from transferkit.training.options import Verbose
 
 __all__ = [
     "DEFAULT_MEMORY_LIMIT",
@@ -47,7 +48,6 @@ __all__ = [
 #: vectors of 1,280 float32 values); the rest go to a temporary folder on disk.
 DEFAULT_MEMORY_LIMIT = 1 << 30
 
-Verbose = str | int
 # Validation reads features in batches this large: Keras averages loss and metrics over
 # samples, so the result is the same, and an epoch pays the per-batch overhead once, not ~30x.
 _EVALUATION_ROWS = 1024
@@ -359,7 +359,9 @@ def _extract(
     columns = [_Column(budget, f"{name}-view{view}") for view in range(views)]
     targets: list[list[np.ndarray]] = []
     batch_size = 0
-    for images, *batch_targets in data:
+    for batch_images, *batch_targets in data:
+        # NumPy, not the tf.data tensor: JAX's predict_on_batch cannot take a TF tensor.
+        images = np.asarray(batch_images)
         for column in columns:
             view = images if augmenter is None else augmenter.predict_on_batch(images)
             features = extractor.predict_on_batch(view)

@@ -17,6 +17,10 @@ The rules (``docs/transfer_quality.rst`` has the measurements behind each):
    steps), an epoch budget of about :data:`FINE_TUNE_STEPS` steps (``epochs`` overrides it),
    early stopping on the validation loss with the best weights restored.
 
+5. **Never worse than the head alone.** The validation score after the head stage is kept;
+   fine-tuning's weights stay only if they beat it (accuracy, or AUC for multi-label, then
+   the loss), else the head's weights come back and the backbone is frozen again.
+
 Budgets count optimizer steps, not epochs, so they scale with the data: a small dataset
 gets more epochs, a large one fewer. Every decision is recorded in
 ``clf.history.decisions`` (saved with the history and in checkpoints) and printed, one line
@@ -89,6 +93,18 @@ class Trainable(Protocol):
         """Unfreezes the backbone from a block on."""
 
     @property
+    def freeze(self) -> Callable[..., Any]:
+        """Freezes the whole backbone."""
+
+    @property
+    def evaluate(self) -> Callable[..., dict[str, float]]:
+        """Loss and metrics on labeled data."""
+
+    @property
+    def model(self) -> keras.Model:
+        """The Keras model."""
+
+    @property
     def class_names(self) -> list[str] | None:
         """The class names, or None."""
 
@@ -159,8 +175,29 @@ def fit(
         "class_weight": class_weight,
     }
     head_rate = _train_head(classifier, train, learning_rate, checkpoint_dir, steps, common, decide)
+    # Never worse than the head alone: fine-tuning's weights are kept only if they score better.
+    head_score = _score(classifier, validation, batch_size)
+    head_weights = classifier.model.get_weights()
     _fine_tune(classifier, train, head_rate, epochs, steps, common, decide)
+    tuned_score = _score(classifier, validation, batch_size)
+    if tuned_score > head_score:
+        decide("kept", "fine_tuned", f"validation {_show(tuned_score)} > head {_show(head_score)}")
+    else:
+        classifier.model.set_weights(head_weights)
+        classifier.freeze()
+        decide("kept", "head", f"validation head {_show(head_score)} >= {_show(tuned_score)}")
     return classifier.history
+
+
+def _score(classifier: Trainable, validation: Any, batch_size: int) -> tuple[float, float]:
+    """The validation score fit() compares: the head's metric, then the loss (lower is better)."""
+    results = classifier.evaluate(validation, batch_size=batch_size)
+    metric = "auc" if classifier.multi_label else "accuracy"
+    return float(results[metric]), -float(results["loss"])
+
+
+def _show(score: tuple[float, float]) -> str:
+    return f"(metric {score[0]:.4f}, loss {-score[1]:.4f})"
 
 
 class _Decisions:
