@@ -129,7 +129,29 @@ SLOW_FIXTURES = frozenset(
 )
 
 
+#: The Keras backend the suite runs on (KERAS_BACKEND; CI runs the suite on TensorFlow, then
+#: every test not marked slow or tensorflow_only on JAX).
+BACKEND = keras.backend.backend()
+
+
+def pytest_report_header() -> str:
+    return f"keras backend: {BACKEND} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND', '')!r})"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        # The backend is in every test's report (junit properties, -rA) ...
+        item.user_properties.append(("keras_backend", BACKEND))
+        # ... and a TensorFlow-only test is skipped, with its reason, on another backend.
+        tensorflow_only = item.get_closest_marker("tensorflow_only")
+        if tensorflow_only is not None and BACKEND != "tensorflow":
+            reason = tensorflow_only.kwargs.get("reason", "needs the TensorFlow backend")
+            item.add_marker(pytest.mark.skip(reason=f"TensorFlow only: {reason}"))
+
+
+@pytest.fixture(scope="session")
+def keras_backend() -> str:
+    """The Keras backend this session runs on ("tensorflow", "jax", ...)."""
+    return BACKEND

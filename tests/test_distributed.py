@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.tensorflow_only(reason="tf.distribute strategies")
 TESTS = Path(__file__).parent
 # Mirrored and single-device float32 training differ by summation order only.
 TRAINING_TOLERANCE = 1e-5

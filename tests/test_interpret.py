@@ -78,6 +78,7 @@ def test_report_is_scikit_learns_classification_report(case) -> None:
         zero_division=0,
     )
     report = result.report()
+    assert 0.0 <= report.pop("expected_calibration_error") <= 1.0  # beyond scikit-learn's
     assert list(report) == list(expected)
     for key, value in expected.items():
         if isinstance(value, dict):

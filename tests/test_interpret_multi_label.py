@@ -85,6 +85,7 @@ def test_report_and_counts_are_scikit_learns(case) -> None:
         targets, predicted, target_names=names, output_dict=True, zero_division=0
     )
     report = result.report()
+    assert 0.0 <= report.pop("expected_calibration_error") <= 1.0  # beyond scikit-learn's
     assert list(report) == list(expected)
     for name, row in expected.items():
         assert report[name] == pytest.approx(row, abs=1e-12), name

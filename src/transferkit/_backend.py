@@ -61,7 +61,8 @@ def scope(strategy: tf.distribute.Strategy | None) -> contextlib.AbstractContext
             f"Received: strategy={type(strategy).__name__}, backend={name()!r}"
         )
         raise UnsupportedStrategyError(msg)
-    return strategy.scope()
+    scoped: contextlib.AbstractContextManager[Any] = strategy.scope()
+    return scoped
 
 
 def gradients(

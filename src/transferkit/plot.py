@@ -31,6 +31,7 @@ __all__ = [
     "history",
     "learning_rates",
     "predictions",
+    "reliability",
     "top_losses",
 ]
 
@@ -404,6 +405,42 @@ def learning_rates(result: LearningRateFinderResult, path: str | os.PathLike[str
     axes.set_title(title)
     axes.legend(loc="best")
     axes.grid(alpha=0.3, which="both")
+    figure.savefig(target, dpi=100)
+    return target
+
+
+def reliability(
+    interpretation: Interpretation | MultiLabelInterpretation, path: str | os.PathLike[str]
+) -> Path:
+    """Draws a reliability diagram: each confidence bin's accuracy against its confidence.
+
+    Bars on the diagonal are calibrated, bars below it overconfident; the title gives the
+    expected calibration error (see :meth:`~transferkit.TransferClassifier.calibrate`).
+
+    Args:
+        interpretation: what :meth:`~transferkit.TransferClassifier.interpret` returned.
+        path: the image file to write; the suffix picks the format.
+
+    Returns:
+        The path written.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed.
+        InvalidArgumentError: the folder of ``path`` does not exist.
+    """
+    new_figure = _figure_maker()
+    target = _target(path)
+    bins = interpretation.reliability()
+    figure = new_figure(figsize=(5.0, 5.0))
+    axes = figure.subplots()
+    width = np.diff(bins.edges)
+    shown = bins.counts > 0
+    axes.bar(bins.edges[:-1][shown], bins.accuracy[shown], width=width[shown], align="edge",
+             edgecolor="black", color="tab:blue", label="accuracy")  # fmt: skip
+    axes.plot([0, 1], [0, 1], linestyle="--", color="gray", label="calibrated")
+    axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="Confidence", ylabel="Accuracy")
+    axes.set_title(f"Reliability (ECE {bins.expected_calibration_error:.3f})")
+    axes.legend(loc="upper left")
     figure.savefig(target, dpi=100)
     return target
 

@@ -31,7 +31,7 @@ class FileMethods:
         """
         state = saving.Saved(
             self.model, self.config, self.spec, self.history, self.unfrozen_from,
-            self._head_learning_rate, self.thresholds,
+            self._head_learning_rate, self.thresholds, self.temperature,
         )  # fmt: skip
         return saving.write(state, path)
 

@@ -10,7 +10,7 @@ from transferkit import _validation
 from transferkit.classifier.state import ClassifierState
 from transferkit.data import inputs
 from transferkit.errors import InvalidArgumentError
-from transferkit.inference import evaluation, predict, thresholds
+from transferkit.inference import calibration, evaluation, predict, thresholds
 from transferkit.inference import interpret as interpreting
 from transferkit.inference.thresholds import ThresholdMetric
 from transferkit.inference.tta import view_count
@@ -21,6 +21,42 @@ __all__ = ["InferenceMethods"]
 
 class InferenceMethods:
     """Prediction and evaluation methods of :class:`~transferkit.TransferClassifier`."""
+
+    @property
+    def temperature(self: ClassifierState) -> float:
+        """The temperature the logits are divided by before the softmax (or sigmoids).
+
+        1 until :meth:`calibrate` fits one; saved with the classifier and used by
+        :meth:`predict`, :meth:`evaluate`'s TTA, :meth:`interpret` and the exports.
+        """
+        return self._probabilities.temperature
+
+    def calibrate(
+        self: ClassifierState, validation_data: inputs.LabeledData, *, batch_size: int = 32
+    ) -> float:
+        """Fits the :attr:`temperature` that makes the probabilities mean what they say.
+
+        Temperature scaling (Guo et al. 2017): one number that divides the logits, fitted by
+        minimizing the negative log-likelihood of labeled data. The predicted classes stay
+        the same; the probabilities grow more or less confident, so that among images given
+        0.8 about 80% are right (``interpret(...).report()`` shows the expected calibration
+        error). Multi-label classifiers get one temperature for every class. Fit it on
+        validation data, not on the training data, after training.
+
+        Args:
+            validation_data: labeled data, in any form :meth:`fit_head` takes.
+            batch_size: int. Batch size. Defaults to 32.
+
+        Returns:
+            The temperature (also set as :attr:`temperature`).
+        """
+        labeled = self._labeled(validation_data, batch_size, name="validation_data")
+        logits, targets = calibration.logits_and_targets(self.model, labeled.dataset)
+        temperature = calibration.fit_temperature(
+            logits, targets, binary=self.is_binary, multi_label=self.multi_label
+        )
+        self._set_temperature(temperature)
+        return temperature
 
     def predict(
         self: ClassifierState,

@@ -36,6 +36,7 @@ def load_classifier(
     classifier._attach(
         saved.config, saved.spec, saved.model, strategy, saved.history, saved.head_learning_rate
     )
+    classifier._set_temperature(saved.temperature)
     if saved.thresholds is not None:
         classifier.thresholds = saved.thresholds
     if saved.unfrozen_from is None:

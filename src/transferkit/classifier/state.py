@@ -61,6 +61,10 @@ class ClassifierState(Protocol):
         """The per-class thresholds of a multi-label classifier."""
 
     @property
+    def temperature(self) -> float:
+        """The temperature predictions divide the logits by (1 until calibrated)."""
+
+    @property
     def unfrozen_from(self) -> int | None:
         """The first trainable block, or None."""
 
@@ -111,6 +115,9 @@ class ClassifierState(Protocol):
 
     def _set_thresholds(self, value: tuple[float, ...]) -> None:
         """Sets checked thresholds."""
+
+    def _set_temperature(self, temperature: float) -> None:
+        """Sets the temperature that predictions divide the logits by."""
 
     def _labeled(
         self,

@@ -231,12 +231,10 @@ class TransferClassifier(OneCallMethods, InferenceMethods, FileMethods):
     def unfreeze(self, from_layer: int | str | None = None) -> TransferClassifier:
         """Makes the backbone trainable from a block on, BatchNormalization excepted.
 
-        Blocks before ``from_layer`` stay frozen; BatchNormalization layers always stay
-        frozen (inference mode). A block is a layer of ``clf.backbone.layers`` for
-        ``keras.applications`` backbones, and the patch embedding or one transformer block
-        for a keras-hub transformer (``clf.spec.layout_of(clf.backbone).blocks``), so
-        ``unfreeze(-4)`` unfreezes its last four blocks; LayerNormalization trains with its
-        block. The model is recompiled at the next :meth:`fine_tune`, as Keras requires.
+        Blocks before ``from_layer`` stay frozen; BatchNormalization always stays frozen. A
+        block is a layer of ``clf.backbone.layers`` (``keras.applications``), or the patch
+        embedding or one transformer block of a keras-hub transformer, so ``unfreeze(-4)``
+        unfreezes its last four blocks (see ``clf.spec.layout_of(clf.backbone).blocks``).
 
         Args:
             from_layer: an index into the blocks (any integer type; negative counts from the
@@ -442,6 +440,9 @@ class TransferClassifier(OneCallMethods, InferenceMethods, FileMethods):
 
     def _set_thresholds(self, value: tuple[float, ...]) -> None:
         self._thresholds = value
+
+    def _set_temperature(self, temperature: float) -> None:
+        self._probabilities = graph.Probabilities(self.is_binary, self.multi_label, temperature)
 
     def _adopt(self, names: Sequence[str] | None) -> None:
         # Data that names its classes names a classifier that has none (checked to fit).

@@ -19,23 +19,26 @@ score reads the class token alone, so the output's patch tokens get no gradient 
 they reach the class token through that block's attention (as pytorch-grad-cam does for
 ViTs).
 
-The maps are computed with ``tf.GradientTape`` on sub-models built from the classifier's
-own layers (the backbone in inference mode, then its pooling, dropout and logits layers),
-so they need no copy of the weights, and the classifier is left unchanged.
+The maps are computed with ``keras.ops`` on the classifier's own layers (the backbone in
+inference mode, then its pooling, dropout and logits layers), so they need no copy of the
+weights and work on every backend that ``transferkit._backend.gradients`` can differentiate
+on (TensorFlow, JAX). A map inside the backbone (``layer=``, or a class-token head's last
+block) is read by probing that layer's call: the gradient with respect to an offset added
+to the map, at zero, is the gradient with respect to the map. The classifier is left
+unchanged.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from transferkit import _validation
+from transferkit import _backend, _validation
 from transferkit.backbones.pooling import PatchGrid, TokenPooling
 from transferkit.data import inputs as _inputs
 from transferkit.errors import InvalidArgumentError, UnknownLayerError
@@ -161,19 +164,24 @@ def tokens_to_map(tokens: Any, image_size: tuple[int, int]) -> Any:
 
 
 class _CamModel:
-    """Preprocessing, the backbone up to the feature map and on, and the head, as callables."""
+    """Preprocessing, the backbone (probed at the feature map) and the head, as callables."""
 
     def __init__(
         self, classifier: ClassifierLike, layer: str | None, to_spatial: SpatialFn | None
     ) -> None:
         backbone = classifier.backbone
+        self._backbone: keras.Model = backbone
         self._image_size = classifier.image_size
         self._binary = classifier.num_classes == 2
         self._preprocess = classifier.spec.preprocessing_layer()
-        if layer is None:
-            self._features: keras.Model = backbone
-            self._split = False
-        else:
+        self._head = classifier.head_layers
+        # Where the map is taken: the backbone's output (no probe), a named layer's output,
+        # or, for a class-token head, the input of the backbone's last block. A class-token
+        # head reads one token of the output, so the output's patch tokens get no gradient;
+        # they reach the score through the last block's attention (pytorch-grad-cam's choice
+        # for ViTs: the last block's first norm).
+        self._probe: _Probe | None = None
+        if layer is not None:
             names = [inner.name for inner in backbone.layers]
             if layer not in names:
                 msg = (
@@ -182,46 +190,42 @@ class _CamModel:
                     f"Received: layer={layer!r}"
                 )
                 raise UnknownLayerError(msg)
-            # One sub-model with two outputs: the map, and the backbone's output computed
-            # from it, so the gradient reaches the map through the rest of the backbone.
-            self._features = keras.Model(
-                backbone.inputs, [backbone.get_layer(layer).output, backbone.output]
-            )
-            self._split = True
-        self._head = classifier.head_layers
-        # A class-token head reads one token of the output, so the output's patch tokens get
-        # no gradient; they reach the score through the last block's attention. Its input is
-        # the map then (pytorch-grad-cam's choice for ViTs: the last block's first norm).
-        self._last_block = None
-        pooling = self._head[0]
-        if layer is None and isinstance(pooling, TokenPooling) and pooling.mode == "cls":
-            self._last_block = classifier.spec.layout_of(backbone).blocks[-1][0]
+            self._probe = _Probe(backbone.get_layer(layer), at_input=False)
+        elif isinstance(self._head[0], TokenPooling) and self._head[0].mode == "cls":
+            last_block = classifier.spec.layout_of(backbone).blocks[-1][0]
+            self._probe = _Probe(last_block, at_input=True)
         self._to_spatial = to_spatial or _default_to_spatial(classifier.spec, backbone, layer)
 
     def __call__(self, images: Any, classes: np.ndarray | None) -> np.ndarray:
         # Eager: tracing a graph of the backbone costs more than a few eager batches.
-        pixels = tf.cast(images, tf.float32)
-        wanted = None if classes is None else tf.constant(classes, tf.int64)
-        return np.asarray(self._heatmaps(pixels, wanted), dtype=np.float32)
+        pixels = self._preprocess(keras.ops.cast(np.asarray(images), "float32"))
+        wanted = None if classes is None else keras.ops.convert_to_tensor(classes, "int32")
+        raw_map, gradient = self._map_and_gradient(pixels, wanted)
+        return np.asarray(keras.ops.convert_to_numpy(self._heatmaps(raw_map, gradient)))
 
-    def _heatmaps(self, images: Any, classes: Any) -> Any:
-        pixels = self._preprocess(images)
-        with tf.GradientTape() as tape:
-            # The backbone is frozen (nothing watched by default): record from the input on.
-            tape.watch(pixels)
-            with _recording_input(self._last_block, tape) as block_inputs:
-                if self._split:
-                    raw_map, output = self._features(pixels, training=False)
-                else:
-                    raw_map = output = self._features(pixels, training=False)
-            if block_inputs:
-                raw_map = block_inputs[0]
-            logits = output
-            for head_layer in self._head:
-                logits = head_layer(logits, training=False)
-            scores = self._scores(tf.cast(logits, tf.float32), classes)
+    def _map_and_gradient(self, pixels: Any, classes: Any) -> tuple[Any, Any]:
+        """The feature map, and the gradient of the classes' scores with respect to it."""
+        if self._probe is None:
+            raw_map = self._backbone(pixels, training=False)
+            (gradient,), _ = _backend.gradients(
+                lambda feature_map: (self._scores(feature_map, classes), None), [raw_map]
+            )
+            return raw_map, gradient
+        # The map is inside the backbone: one pass reads it, and the gradient with respect
+        # to an offset added to it (at zero) is the gradient with respect to the map.
+        raw_map, _ = self._probe.run(self._backbone, pixels)
+        probe = self._probe
+
+        def scores(offset: Any) -> tuple[Any, Any]:
+            _, output = probe.run(self._backbone, pixels, offset)
+            return self._scores(output, classes), None
+
+        (gradient,), _ = _backend.gradients(scores, [keras.ops.zeros_like(raw_map)])
+        return raw_map, gradient
+
+    def _heatmaps(self, raw_map: Any, gradient: Any) -> Any:
         # to_spatial only selects and rearranges, so it maps the gradient the same way.
-        gradients = self._to_spatial(tape.gradient(scores, raw_map), self._image_size)
+        gradients = self._to_spatial(gradient, self._image_size)
         feature_map = self._to_spatial(raw_map, self._image_size)
         if len(feature_map.shape) != 4:
             msg = (
@@ -230,43 +234,62 @@ class _CamModel:
                 f"Received: a feature map of shape {tuple(feature_map.shape)}"
             )
             raise InvalidArgumentError(msg)
-        feature_map = tf.cast(feature_map, tf.float32)
-        weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2), keepdims=True)
-        cam = tf.nn.relu(tf.reduce_sum(weights * feature_map, axis=-1, keepdims=True))
-        cam = keras.ops.image.resize(cam, self._image_size, interpolation="bilinear")[..., 0]
-        peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
-        return tf.math.divide_no_nan(cam, peak)
+        ops = keras.ops
+        feature_map = ops.cast(feature_map, "float32")
+        weights = ops.mean(ops.cast(gradients, "float32"), axis=(1, 2), keepdims=True)
+        cam = ops.relu(ops.sum(weights * feature_map, axis=-1, keepdims=True))
+        cam = ops.image.resize(cam, self._image_size, interpolation="bilinear")[..., 0]
+        peak = ops.max(cam, axis=(1, 2), keepdims=True)
+        return ops.divide_no_nan(cam, peak)
 
-    def _scores(self, logits: Any, classes: Any) -> Any:
+    def _scores(self, features: Any, classes: Any) -> Any:
+        """The summed scores of the wanted classes (each image's predicted one for None)."""
+        ops = keras.ops
+        logits = features
+        for head_layer in self._head:
+            logits = head_layer(logits, training=False)
+        logits = ops.cast(logits, "float32")
         if self._binary:
-            wanted = tf.cast(logits[:, 0] > 0, tf.int64) if classes is None else classes
-            sign = tf.cast(2 * wanted - 1, tf.float32)
-            return tf.reduce_sum(sign * logits[:, 0])
-        wanted = tf.argmax(logits, axis=-1) if classes is None else classes
-        return tf.reduce_sum(tf.gather(logits, wanted, axis=1, batch_dims=1))
+            wanted = ops.cast(logits[:, 0] > 0, "int32") if classes is None else classes
+            sign = ops.cast(2 * wanted - 1, "float32")
+            return ops.sum(sign * logits[:, 0])
+        wanted = ops.argmax(logits, axis=-1) if classes is None else classes
+        wanted = ops.expand_dims(ops.cast(wanted, "int32"), -1)
+        return ops.sum(ops.take_along_axis(logits, wanted, axis=1))
 
 
-@contextlib.contextmanager
-def _recording_input(
-    layer: keras.layers.Layer | None, tape: tf.GradientTape
-) -> Iterator[list[Any]]:
-    """Watches and collects the first input of each (eager) call of ``layer``."""
-    inputs: list[Any] = []
-    if layer is None:
-        yield inputs
-        return
-    call = layer.call
+@dataclass(frozen=True)
+class _Probe:
+    """Reads (and offsets) a backbone layer's first input or its output during a call."""
 
-    def recording(first: Any, *args: Any, **kwargs: Any) -> Any:
-        tape.watch(first)
-        inputs.append(first)
-        return call(first, *args, **kwargs)
+    layer: keras.layers.Layer
+    at_input: bool
 
-    layer.call = recording  # Layer.__call__ looks `call` up on the instance first
-    try:
-        yield inputs
-    finally:
-        del layer.call
+    def run(self, backbone: keras.Model, pixels: Any, offset: Any = None) -> tuple[Any, Any]:
+        """Runs the backbone in inference mode; returns ``(map, backbone output)``.
+
+        The map is the layer's first input (``at_input``) or its output, plus ``offset``
+        where one is given, as the rest of the backbone sees it.
+        """
+        seen: list[Any] = []
+        call = self.layer.call
+
+        def probed(first: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.at_input:
+                first = first if offset is None else first + offset
+                seen.append(first)
+                return call(first, *args, **kwargs)
+            result = call(first, *args, **kwargs)
+            result = result if offset is None else result + offset
+            seen.append(result)
+            return result
+
+        self.layer.call = probed  # Layer.__call__ looks `call` up on the instance first
+        try:
+            output = backbone(pixels, training=False)
+        finally:
+            del self.layer.call
+        return seen[0], output
 
 
 def _default_to_spatial(spec: Backbone, backbone: keras.Model, layer: str | None) -> SpatialFn:

@@ -25,6 +25,7 @@ from transferkit.data import resolve
 from transferkit.errors import DataError, InvalidArgumentError
 from transferkit.inference import interpret_common as _interpret_shared
 from transferkit.inference import tta as _tta
+from transferkit.inference.calibration import RELIABILITY_BINS, Reliability, reliability
 from transferkit.inference.interpret_common import (
     InterpretationBase,
     TopImages,
@@ -168,7 +169,8 @@ class Interpretation(InterpretationBase):
         Returns:
             A dict in scikit-learn's ``classification_report(output_dict=True)`` layout:
             one entry per class name (``{"precision", "recall", "f1-score",
-            "support"}``), then ``"accuracy"``, ``"macro avg"`` and ``"weighted avg"``.
+            "support"}``), then ``"accuracy"``, ``"macro avg"`` and ``"weighted avg"``;
+            last, ``"expected_calibration_error"`` (see :meth:`reliability`).
         """
         matrix = self.confusion_matrix
         true_positives = np.diag(matrix)
@@ -181,7 +183,19 @@ class Interpretation(InterpretationBase):
         report["accuracy"] = self.accuracy
         report["macro avg"] = macro
         report["weighted avg"] = weighted
+        report["expected_calibration_error"] = self.reliability().expected_calibration_error
         return report
+
+    def reliability(self, bins: int = RELIABILITY_BINS) -> Reliability:
+        """How the confidence in each predicted class compares with how often it is right.
+
+        The predictions binned by their probability (equal-width bins); each bin's accuracy
+        against its mean confidence, and the expected calibration error (ECE) they give. See
+        :meth:`~transferkit.TransferClassifier.calibrate`.
+        """
+        confidence = self.probabilities.astype(np.float64).max(axis=1)
+        correct = self.predictions == self.labels
+        return reliability(confidence, correct, _validation.positive_int("bins", bins))
 
     def report_table(self, digits: int = 3) -> str:
         """The report as a text table, laid out like scikit-learn's."""
@@ -236,6 +250,12 @@ class Interpretation(InterpretationBase):
         from transferkit import plot
 
         return plot.confusion_matrix(self, path, normalize=normalize)
+
+    def plot_reliability(self, path: str | os.PathLike[str]) -> Path:
+        """Draws the reliability diagram; see :func:`transferkit.plot.reliability`."""
+        from transferkit import plot
+
+        return plot.reliability(self, path)
 
     def __repr__(self) -> str:
         return (
@@ -293,7 +313,7 @@ def interpret_labeled(
     )
     if classifier.multi_label:
         return interpret_multi_label(classifier, labeled, names, views=views)
-    head = _graph.Probabilities(classifier.is_binary)
+    head = _graph.Probabilities(classifier.is_binary, temperature=classifier.temperature)
     distributed = classifier.strategy is not None
     log_probs, labels = [], []
     kept = TopImages(MAX_PLOTTED)

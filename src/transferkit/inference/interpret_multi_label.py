@@ -24,6 +24,7 @@ from transferkit.data.inputs import check_multi_hot
 from transferkit.errors import DataError, InvalidArgumentError
 from transferkit.inference import thresholds as _multi_label
 from transferkit.inference import tta as _tta
+from transferkit.inference.calibration import RELIABILITY_BINS, Reliability, reliability
 from transferkit.inference.interpret_common import (
     MAX_PLOTTED,
     InterpretationBase,
@@ -204,7 +205,27 @@ class MultiLabelInterpretation(InterpretationBase):
         ]
         precision, recall, f1 = (float(p.mean()) if len(p) else 0.0 for p in per_image)
         report["samples avg"] = scores(precision, recall, f1, total)
+        report["expected_calibration_error"] = self.reliability().expected_calibration_error
         return report
+
+    def reliability(self, bins: int = RELIABILITY_BINS) -> Reliability:
+        """How confident each yes/no answer is against how often it is right, all classes.
+
+        Every (image, class) answer at the thresholds counts once, with the probability of
+        the answer given (``p`` for a yes, ``1 - p`` for a no); see
+        :meth:`transferkit.interpret.Interpretation.reliability`.
+        """
+        probability = self.probabilities.astype(np.float64)
+        answer = self.predictions
+        confidence = np.where(answer, probability, 1 - probability)
+        correct = answer == (self.targets > 0.5)
+        return reliability(confidence, correct, _validation.positive_int("bins", bins))
+
+    def plot_reliability(self, path: str | os.PathLike[str]) -> Path:
+        """Draws the reliability diagram; see :func:`transferkit.plot.reliability`."""
+        from transferkit import plot
+
+        return plot.reliability(self, path)
 
     def report_table(self, digits: int = 3) -> str:
         """The report as a text table, laid out like scikit-learn's."""
@@ -287,7 +308,7 @@ def interpret_multi_label(
     classifier: ClassifierLike, labeled: resolve.Labeled, names: list[str], *, views: int
 ) -> MultiLabelInterpretation:
     """One prediction pass of a multi-label classifier over labeled data (see ``interpret``)."""
-    head = _graph.Probabilities(binary=False, multi_label=True)
+    head = _graph.Probabilities(binary=False, multi_label=True, temperature=classifier.temperature)
     distributed = classifier.strategy is not None
     logits, targets = [], []
     kept = TopImages(MAX_PLOTTED)

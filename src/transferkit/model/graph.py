@@ -65,17 +65,22 @@ class Probabilities(keras.layers.Layer):
     Args:
         binary: bool. Whether the logits are the single logit of a two-class head.
         multi_label: bool. Whether each logit is an independent class. Defaults to False.
+        temperature: float. The logits are divided by it first (temperature scaling, as
+            ``TransferClassifier.calibrate`` fits it). Defaults to 1.0.
         **kwargs: base layer arguments.
     """
 
-    def __init__(self, binary: bool, multi_label: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, binary: bool, multi_label: bool = False, temperature: float = 1.0, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.binary = bool(binary)
         self.multi_label = bool(multi_label)
+        self.temperature = float(temperature)
 
     def call(self, logits: Any) -> Any:
         """Probabilities for a batch of logits."""
-        logits = keras.ops.cast(logits, "float32")
+        logits = keras.ops.cast(logits, "float32") / self.temperature
         if self.multi_label:
             return keras.ops.sigmoid(logits)
         if self.binary:
@@ -94,7 +99,7 @@ class Probabilities(keras.layers.Layer):
             log of ``1 - sigmoid`` and of ``sigmoid``); for a multi-label head
             ``(batch, num_classes, 2)``: each class's ``log(1 - p)`` and ``log p``.
         """
-        logits = keras.ops.cast(logits, "float64")
+        logits = keras.ops.cast(logits, "float64") / self.temperature
         if self.multi_label:
             return keras.ops.stack(
                 [keras.ops.log_sigmoid(-logits), keras.ops.log_sigmoid(logits)], axis=-1
@@ -111,7 +116,12 @@ class Probabilities(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         """The layer's constructor arguments."""
-        return {**super().get_config(), "binary": self.binary, "multi_label": self.multi_label}
+        return {
+            **super().get_config(),
+            "binary": self.binary,
+            "multi_label": self.multi_label,
+            "temperature": self.temperature,
+        }
 
 
 def build_model(

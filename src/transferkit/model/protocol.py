@@ -65,6 +65,10 @@ class ClassifierLike(Protocol):
         """A multi-label classifier's per-class thresholds, or None."""
 
     @property
+    def temperature(self) -> float:
+        """The temperature predictions divide the logits by (1 until calibrated)."""
+
+    @property
     def strategy(self) -> Any:
         """The ``tf.distribute.Strategy`` the model lives under, or None."""
 

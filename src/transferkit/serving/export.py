@@ -279,7 +279,8 @@ def _calibration_images(data: Any, image_size: tuple[int, int]) -> np.ndarray:
             spaced = np.linspace(0, len(images) - 1, min(len(images), CALIBRATION_IMAGES))
             array = np.asarray(images)[spaced.round().astype(int)]
     except (ImageShapeError, DataError) as exc:
-        raise type(exc)(f"representative_data: {exc}") from exc
+        msg = f"representative_data: {exc}"
+        raise type(exc)(msg) from exc
     if len(array) == 0:
         msg = "representative_data holds no images. Received: 0 images"
         raise DataError(msg)

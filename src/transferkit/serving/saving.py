@@ -58,10 +58,15 @@ class Saved:
     unfrozen_from: int | None
     head_learning_rate: float
     thresholds: tuple[float, ...] | None
+    temperature: float = 1.0
 
 
 def write(saved: Saved, path: str | os.PathLike[str]) -> Path:
-    """Writes a classifier to ``path`` through a temporary file renamed into place."""
+    """Writes a classifier to ``path`` through a temporary file renamed into place.
+
+    In a multi-process run (``keras.distribution`` on JAX) only process 0 writes; every
+    process holds the same weights and gets the path back.
+    """
     target = Path(path)
     if target.suffix != ".keras":
         msg = f"The file name must end in '.keras'. Received: path={os.fspath(path)!r}"
@@ -69,6 +74,8 @@ def write(saved: Saved, path: str | os.PathLike[str]) -> Path:
     if not target.parent.is_dir():
         msg = f"The folder to save into does not exist. Received: path={os.fspath(path)!r}"
         raise InvalidArgumentError(msg)
+    if not _backend.is_process_zero():
+        return target
     descriptor, temporary = tempfile.mkstemp(
         suffix=".keras", prefix=f".{target.stem}-", dir=target.parent
     )
@@ -110,6 +117,7 @@ def read(path: str | os.PathLike[str], strategy: tf.distribute.Strategy | None) 
         unfrozen_from=None if unfrozen is None else int(unfrozen),
         head_learning_rate=float(metadata["head_learning_rate"]),
         thresholds=None if thresholds is None else tuple(float(v) for v in thresholds),
+        temperature=float(metadata.get("temperature", 1.0)),  # files before calibrate(): 1
     )
 
 
@@ -143,6 +151,7 @@ def _metadata(saved: Saved) -> dict[str, Any]:
         "unfrozen_from": saved.unfrozen_from,
         "head_learning_rate": saved.head_learning_rate,
         "thresholds": None if saved.thresholds is None else list(saved.thresholds),
+        "temperature": saved.temperature,
         "history": saved.history.to_dict(),
     }
 

@@ -21,7 +21,8 @@ seed, and the state of every ``keras.random.SeedGenerator`` in the model: those 
 augmentation, which ``save_weights`` leaves out). ``state.json`` is replaced
 atomically and names only weight files written before it, so a run killed at any moment
 leaves a consistent checkpoint. A finished run keeps its final weights, so running the same
-calls again replays it without training.
+calls again replays it without training. In a multi-process run only process 0 writes; the
+directory must be one that every process can read (a shared file system) to resume.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from transferkit import _backend
 from transferkit.errors import (
     InvalidArgumentError,
     TrainingDivergedError,
@@ -231,10 +233,16 @@ class Run:
         *,
         finished: bool = False,
     ) -> None:
-        """Writes the weights file, then ``state.json``, then deletes stale weight files."""
-        temporary = self.folder / f".partial-{weights_name}"
-        model.save_weights(temporary)
-        os.replace(temporary, self.folder / weights_name)
+        """Writes the weights file, then ``state.json``, then deletes stale weight files.
+
+        In a multi-process run (``keras.distribution`` on JAX) every process holds the same
+        weights and keeps the state; process 0 alone writes the files.
+        """
+        writer = _backend.is_process_zero()
+        if writer:
+            temporary = self.folder / f".partial-{weights_name}"
+            model.save_weights(temporary)
+            os.replace(temporary, self.folder / weights_name)
         best = None
         if stopper is not None and stopper.best_epoch is not None:
             best = _weights_name(stopper.best_epoch)
@@ -250,6 +258,8 @@ class Run:
             "shuffle_seed": self.shuffle_seed,
             "random_states": [np.asarray(v).tolist() for v in _random_states(model)],
         }
+        if not writer:
+            return
         _write_atomically(self.folder / _STATE_FILE, json.dumps(self.state, indent=1))
         for stale in self.folder.glob("*.weights.h5"):
             if stale.name not in (weights_name, best):

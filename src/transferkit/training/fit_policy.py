@@ -208,7 +208,7 @@ class _Decisions:
 
     def __call__(self, name: str, value: Any, reason: str) -> None:
         self._classifier.history.decide(name, value, reason)
-        if self._verbose != 0:
+        if self._verbose != 0 and _backend.is_process_zero():  # once in a multi-process run
             print(f"fit: {name} = {value!r} ({reason})", flush=True)
 
     def stage_run(self, stage: str) -> None:
