@@ -143,6 +143,7 @@ def _rate_of(
     return rates[-1]  # the head
 
 
+@pytest.mark.tensorflow_only(reason="the reference gradient is tf.GradientTape's")
 def test_one_sgd_step_moves_each_group_by_its_rate_times_its_gradient() -> None:
     clf, groups = _unfrozen_tiny()
     assert len(groups) == 4
@@ -156,6 +157,7 @@ def test_one_sgd_step_moves_each_group_by_its_rate_times_its_gradient() -> None:
         assert np.abs(step).max() > 100 * np.spacing(np.abs(b)).max(), variable.path
 
 
+@pytest.mark.tensorflow_only(reason="the reference gradient is tf.GradientTape's")
 def test_one_adam_step_moves_each_group_by_its_own_rate() -> None:
     # Adam's first step is rate * g / (|g| + epsilon / sqrt(1 - beta_2)), epsilon / sqrt(1 -
     # beta_2) = 3.2e-6: about the rate wherever |g| >> 3.2e-6, whatever the gradient's scale,

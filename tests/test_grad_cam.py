@@ -40,7 +40,9 @@ def _reference_cam(clf: tk.TransferClassifier, images: np.ndarray, classes) -> n
     every position (the kernel column divided by the positions), so Grad-CAM is the class
     activation map of Zhou et al. (2016). A binary head's class 0 uses the negated column.
     """
-    maps = clf.backbone(clf.spec.preprocessing_layer()(images), training=False).numpy()
+    maps = keras.ops.convert_to_numpy(
+        clf.backbone(clf.spec.preprocessing_layer()(images), training=False)
+    )
     kernel = clf.model.get_layer("logits").kernel.numpy()
     if clf.num_classes == 2:
         columns = np.where(np.asarray(classes)[:, None] == 1, 1.0, -1.0) * kernel[:, 0]

@@ -139,8 +139,10 @@ def export_classifier(
         The path written.
 
     Raises:
-        InvalidArgumentError: an argument is invalid, or ``path`` holds something that
-            the export must not replace.
+        InvalidArgumentError: an argument is invalid; ``path`` holds something that the
+            export must not replace; ``"onnx"`` or ``"int8"`` for a mixed-precision
+            classifier; or Keras' ONNX exporter wrote a file that cannot be served as the
+            others (EfficientNet and ConvNeXt backbones, with tf2onnx 1.17).
         ImageShapeError: ``representative_data`` are not images of the classifier's size.
         DataError: ``representative_data`` holds no images, or no pixel values.
         MissingDependencyError: ``format="onnx"`` without ``tf2onnx`` and ``onnx``.
