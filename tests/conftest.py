@@ -116,6 +116,10 @@ SLOW_FIXTURES = frozenset(
         "offline_imagenet_failure",  # test_weights
         "site",  # test_plugins
         "fitted",  # test_fit
+        "three_classes",  # test_export
+        "int8_tflite",
+        "integer_output_tflite",
+        "onnx_file",
         "uninterrupted",  # test_fit, test_learning_rates
         "uninterrupted_head",  # test_resumable
         "reference",

@@ -22,7 +22,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from transferkit.errors import TransferkitError, UnsupportedStrategyError
+from transferkit.errors import UnsupportedBackendError, UnsupportedStrategyError
 
 __all__ = [
     "check_strategy_can_train",
@@ -79,7 +79,7 @@ def gradients(
         ``(gradients, aux)``: one gradient per input, shaped like it, and ``function``'s aux.
 
     Raises:
-        TransferkitError: the backend is neither TensorFlow nor JAX.
+        UnsupportedBackendError: the backend is neither TensorFlow nor JAX.
     """
     if name() == _TENSORFLOW:
         tensors = [tf.convert_to_tensor(x) for x in inputs]
@@ -97,7 +97,7 @@ def gradients(
         "Gradients with respect to inputs (Grad-CAM) are implemented for the TensorFlow and "
         f"JAX backends only; set KERAS_BACKEND=tensorflow or jax. Received: backend={name()!r}"
     )
-    raise TransferkitError(msg)
+    raise UnsupportedBackendError(msg)
 
 
 def process_index() -> int:
@@ -148,3 +148,20 @@ def check_strategy_can_train(strategy: tf.distribute.Strategy | None) -> None:
             f"Received: strategy=MultiWorkerMirroredStrategy with {workers} workers"
         )
         raise UnsupportedStrategyError(msg)
+
+
+def require_tensorflow(what: str) -> None:
+    """Raises unless Keras runs on TensorFlow: for what only TensorFlow can write.
+
+    Raises:
+        UnsupportedBackendError: the backend is another one.
+    """
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        msg = (
+            f"{what} needs Keras' TensorFlow backend: it traces the model into a TensorFlow "
+            "graph. Save the classifier (clf.save), load it in a process started with "
+            "KERAS_BACKEND=tensorflow and export it there; .keras files load on every "
+            f"backend. Received: KERAS_BACKEND={backend!r}"
+        )
+        raise UnsupportedBackendError(msg)

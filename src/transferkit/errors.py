@@ -22,6 +22,7 @@ __all__ = [
     "TransferkitWarning",
     "UnknownBackboneError",
     "UnknownLayerError",
+    "UnsupportedBackendError",
     "UnsupportedStrategyError",
     "WeightsUnavailableError",
 ]
@@ -89,6 +90,10 @@ class PluginLoadError(TransferkitError, ImportError):
 
 class TrainingDivergedError(TransferkitError, RuntimeError):
     """The loss became NaN or infinite; the last good weights were restored."""
+
+
+class UnsupportedBackendError(TransferkitError, NotImplementedError):
+    """The Keras backend in use cannot do what was asked (see the message for which can)."""
 
 
 class UnsupportedStrategyError(TransferkitError, NotImplementedError):

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from transferkit.classifier.state import ClassifierState
+from transferkit.data import inputs
 from transferkit.serving import export as exporting
 from transferkit.serving import saving
 
@@ -41,25 +42,44 @@ class FileMethods:
         *,
         format: exporting.ExportFormat = "saved_model",
         quantize: exporting.Quantization = None,
+        representative_data: inputs.Images | None = None,
+        integer_output: bool = False,
     ) -> Path:
-        """Writes the model for serving: a TensorFlow SavedModel folder or a TFLite file.
+        """Writes the model for serving: a TensorFlow SavedModel, a TFLite or an ONNX file.
 
         It takes raw uint8 images ``(batch, height, width, 3)`` and returns what
-        :meth:`predict` returns (preprocessing inside, augmentation and dropout off) under
-        the ``serving_default`` signature (input ``images``, output ``probabilities``). It
+        :meth:`predict` returns (preprocessing and the :attr:`temperature` inside,
+        augmentation and dropout off), as input ``images`` and output ``probabilities``. It
         is written under a temporary name and renamed, as :meth:`save` does; see
         :mod:`transferkit.export`.
 
         Args:
-            path: the SavedModel folder to create, or a file name ending in ``.tflite``.
-            format: ``"saved_model"`` or ``"tflite"``. Defaults to ``"saved_model"``.
-            quantize: None, or ``"dynamic_range"`` for int8 TFLite weights.
+            path: the SavedModel folder to create, or a file name ending in ``.tflite`` or
+                ``.onnx``.
+            format: ``"saved_model"``, ``"tflite"`` or ``"onnx"`` (ONNX needs ``tf2onnx``
+                and ``onnx``). Defaults to ``"saved_model"``.
+            quantize: None; ``"dynamic_range"`` for int8 TFLite weights; or ``"int8"`` for
+                int8 weights and activations, calibrated on ``representative_data``.
+            representative_data: with ``quantize="int8"`` only, and needed there: a few
+                hundred raw-pixel images like those the model will see, as an array, a
+                ``tf.data.Dataset`` of images or ``(images, labels)`` batches, or an image
+                folder; at most :data:`transferkit.export.CALIBRATION_IMAGES` are used.
+            integer_output: bool. With ``quantize="int8"`` only: uint8 probabilities
+                (dequantize with the output's scale and zero point) for accelerators that
+                take integer tensors only. Defaults to False.
 
         Returns:
             The path written.
 
         Raises:
-            InvalidArgumentError: an argument is invalid, or ``path`` is a folder that is not
-                an earlier SavedModel.
+            InvalidArgumentError: an argument is invalid, ``path`` holds something the export
+                must not replace, ONNX or int8 of a mixed-precision classifier, or an ONNX
+                file the exporter left unusable.
+            ImageShapeError, DataError: ``representative_data`` is not images of the size.
+            MissingDependencyError: ONNX without ``tf2onnx`` and ``onnx``.
+            UnsupportedBackendError: Keras runs on another backend than TensorFlow.
         """
-        return exporting.export_classifier(self, path, format=format, quantize=quantize)
+        return exporting.export_classifier(
+            self, path, format=format, quantize=quantize,
+            representative_data=representative_data, integer_output=integer_output,
+        )  # fmt: skip

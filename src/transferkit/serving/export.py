@@ -53,6 +53,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit import _backend
 from transferkit.data import inputs as _inputs
 from transferkit.errors import (
     DataError,
@@ -146,8 +147,10 @@ def export_classifier(
         ImageShapeError: ``representative_data`` are not images of the classifier's size.
         DataError: ``representative_data`` holds no images, or no pixel values.
         MissingDependencyError: ``format="onnx"`` without ``tf2onnx`` and ``onnx``.
+        UnsupportedBackendError: Keras runs on another backend than TensorFlow.
     """
     _check_options(format, quantize, representative_data, integer_output)
+    _backend.require_tensorflow(f"Exporting to {format!r}")
     _check_float32(classifier, format, quantize)
     target = _check_path(path, format)
     if format == "saved_model":
@@ -299,7 +302,9 @@ class _Serving(keras.Model):
         super().__init__(**kwargs)
         self.classifier_model = classifier.model
         # The layer predict() uses, built from the classifier's public attributes.
-        self.probabilities = Probabilities(classifier.is_binary, classifier.multi_label)
+        self.probabilities = Probabilities(
+            classifier.is_binary, classifier.multi_label, classifier.temperature
+        )
         self.thresholds = classifier.thresholds
 
     def build(self, input_shape: Any) -> None:
