@@ -19,7 +19,7 @@ weights (timing does not depend on the weights):
 Both sides must agree: ``predict``'s probabilities are checked against the softmax of
 ``predict_on_batch``'s logits. The ratio is ``predict / predict_on_batch`` (1.0 = no overhead).
 
-    python benchmarks/predict_latency.py                                  # about 2 minutes
+    python benchmarks/predict_latency.py                      # 2-4 minutes on 2 CPU cores
     python benchmarks/predict_latency.py --output benchmarks/results/predict-latency.json \\
         --note "after the compiled predict"
 """

@@ -22,7 +22,7 @@ pixels), made RGB and upsampled to 32x32 pixels (0-255).
    curves, the confusion matrix, the highest-loss test images, Grad-CAM heatmaps and the
    ``.keras`` file, with the pretrained backbone weights.
 
-    python examples/digits.py                                   # 3-4 minutes on 2 CPU cores
+    python examples/digits.py                                   # 2-3 minutes on 2 CPU cores
     python examples/digits.py --weights digits-output/pretrained_0-4.weights.h5  # reuse them
     python examples/digits.py --quick --output-dir /tmp/digits   # a smoke run: every step
 
@@ -196,7 +196,9 @@ def with_fit(args: argparse.Namespace, weights: Path, train: Arrays) -> tk.Trans
     clf = new_classifier(weights, args.seed)
     clf.fit(train, epochs=args.fit_epochs, verbose=0)
     for decision in clf.history.decisions:
-        print(f"  {decision['name']} = {decision['value']!r} ({decision['reason']})")
+        value = decision["value"]
+        shown = f"{value:.2g}" if isinstance(value, float) else repr(value)
+        print(f"  {decision['name']} = {shown} ({decision['reason']})")
     return clf
 
 
@@ -271,15 +273,15 @@ def main(argv: list[str] | None = None) -> None:
         accuracy = pretrain(args.pretrain_epochs, weights, args.seed)
         print(
             f"Pretrained {BACKBONE} on digits 0-4 ({args.pretrain_epochs} epochs, "
-            f"{time.perf_counter() - seconds:.0f} s): held-out accuracy {accuracy:.3f}; "
-            f"weights in {weights}."
+            f"{time.perf_counter() - seconds:.0f} s): held-out accuracy {accuracy:.3f}.\n"
+            f"Its weights: {weights}."
         )
     else:
         weights = args.weights
         print(f"Backbone weights from {weights}.")
     print(
-        "These weights stand in for ImageNet weights, which need a download "
-        "(weights='imagenet', the default); online, on photos, leave weights= out."
+        "These weights stand in for ImageNet weights, which need a download\n"
+        "(weights='imagenet', the default): online, on photos, leave weights= out."
     )
 
     images, labels = digit_images(TRANSFER_CLASSES)
@@ -301,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {name:7} test accuracy {accuracy:.3f} ({seconds:.0f} s)")
 
     written = write_outputs(results["fit()"][0], test, args.output_dir)
-    print(f"\nThe fit() classifier: {', '.join(str(path) for path in written)}")
+    print(f"\nThe fit() classifier, in {args.output_dir}: {', '.join(p.name for p in written)}")
     print(f"Total {time.perf_counter() - started:.0f} s")
 
 

@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 MAIN_COMMAND = (
-    'python -m venv .venv && . .venv/bin/activate && pip install -e ".[plot]" '
-    "&& python examples/cats_dogs.py"
+    'python -m venv .venv && . .venv/bin/activate && pip install -e ".[examples]" '
+    "&& python examples/digits.py"
 )
 TEST_COMMAND = (
     'python -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && python -m pytest'

@@ -36,6 +36,7 @@ from transferkit.errors import InvalidArgumentError, MissingDependencyError, Tra
 if TYPE_CHECKING:
     import keras
 
+    from transferkit.backbones.spec import Backbone
     from transferkit.classifier import TransferClassifier
     from transferkit.data import DirectoryData
     from transferkit.history import Stage
@@ -131,31 +132,10 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from transferkit.backbones.registry import get_backbone
     from transferkit.classifier import TransferClassifier
 
     # Check everything cheap before reading the images, and those before training.
-    _check_data_source(args)
-    if not args.recipe and (args.fine_tune_epochs is not None or args.unfreeze_from is not None):
-        msg = (
-            "--fine-tune-epochs and --unfreeze-from set the recipe's stages: add --recipe, or "
-            "leave them out to let fit() decide. Received: "
-            f"--fine-tune-epochs={args.fine_tune_epochs}, --unfreeze-from={args.unfreeze_from}"
-        )
-        raise InvalidArgumentError(msg)
-    spec = get_backbone(args.backbone)
-    image_size = spec.resolve_image_size(args.image_size)
-    weights = None if args.weights == "none" else args.weights
-    with warnings.catch_warnings():  # building warns again, where it matters
-        warnings.simplefilter("ignore", TransferkitWarning)
-        spec.check_weights(weights, image_size)
-    output: Path = args.output
-    if output.suffix != ".keras" or not output.parent.is_dir():
-        msg = (
-            "--output must be a .keras file in an existing folder. "
-            f"Received: --output={os.fspath(output)!r}"
-        )
-        raise InvalidArgumentError(msg)
+    spec, image_size, weights = _checked_setup(args)
     callbacks = _log_callbacks(args.log_dir)
     data = _training_data(args, image_size)
     multi_label = data.train.element_spec[1].shape.rank == 2  # multi-hot targets
@@ -192,14 +172,53 @@ def _train(args: argparse.Namespace) -> int:
         )
     thresholds = _tune_thresholds(args, clf, data.validation)
     test = clf.evaluate(data.test) if data.test is not None else None
-    clf.save(output)
-    plot_path = _history_plot(clf, output)
-
+    clf.save(args.output)
     summary = [
         ("backbone", f"{spec.name}, {image_size[0]}x{image_size[1]}, weights {args.weights}"),
         ("classes", ", ".join(data.class_names) + (" (multi-label)" if multi_label else "")),
         ("images", counts),
     ]
+    _print_summary(clf, args, summary, thresholds, test, _history_plot(clf, args.output))
+    return 0
+
+
+def _checked_setup(args: argparse.Namespace) -> tuple[Backbone, tuple[int, int], str | None]:
+    """The backbone, image size and weights of ``train``, every argument checked."""
+    from transferkit.backbones.registry import get_backbone
+
+    _check_data_source(args)
+    if not args.recipe and (args.fine_tune_epochs is not None or args.unfreeze_from is not None):
+        msg = (
+            "--fine-tune-epochs and --unfreeze-from set the recipe's stages: add --recipe, or "
+            "leave them out to let fit() decide. Received: "
+            f"--fine-tune-epochs={args.fine_tune_epochs}, --unfreeze-from={args.unfreeze_from}"
+        )
+        raise InvalidArgumentError(msg)
+    spec = get_backbone(args.backbone)
+    image_size = spec.resolve_image_size(args.image_size)
+    weights = None if args.weights == "none" else args.weights
+    with warnings.catch_warnings():  # building warns again, where it matters
+        warnings.simplefilter("ignore", TransferkitWarning)
+        spec.check_weights(weights, image_size)
+    output: Path = args.output
+    if output.suffix != ".keras" or not output.parent.is_dir():
+        msg = (
+            "--output must be a .keras file in an existing folder. "
+            f"Received: --output={os.fspath(output)!r}"
+        )
+        raise InvalidArgumentError(msg)
+    return spec, image_size, weights
+
+
+def _print_summary(
+    clf: TransferClassifier,
+    args: argparse.Namespace,
+    summary: list[tuple[str, str]],
+    thresholds: str | None,
+    test: dict[str, float] | None,
+    plot_path: str,
+) -> None:
+    """What was trained and written, one line each."""
     if args.class_weight is not None:
         summary.append(("class weight", str(args.class_weight)))
     stages: tuple[tuple[Stage, str], ...] = (("head", "head"), ("fine_tune", "fine-tuning"))
@@ -210,14 +229,13 @@ def _train(args: argparse.Namespace) -> int:
         summary.append(("thresholds", thresholds))
     if test is not None:
         summary.append(("test", ", ".join(f"{k} {v:.4f}" for k, v in sorted(test.items()))))
-    summary.append(("model", os.fspath(output)))
+    summary.append(("model", os.fspath(args.output)))
     summary.append(("history plot", plot_path))
     if args.log_dir is not None:
         summary.append(("logs", f"{os.fspath(args.log_dir)} (tensorboard --logdir)"))
     print("\nSummary")
     for key, value in summary:
         print(f"  {key:<13}{value}")
-    return 0
 
 
 def _log_callbacks(log_dir: Path | None) -> list[keras.callbacks.Callback]:
