@@ -12,69 +12,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import keras
 import numpy as np
 
-from transferkit.backbones.spec import Backbone
 from transferkit.data import inputs, resolve
 from transferkit.history import TrainingHistory
-from transferkit.model.config import ClassifierConfig
 from transferkit.model.graph import Probabilities
+from transferkit.model.protocol import ClassifierLike
 from transferkit.training import stages
 
 __all__ = ["ClassifierState"]
 
 
-class ClassifierState(Protocol):
-    """The state of a :class:`~transferkit.TransferClassifier`, as its methods see it."""
+class ClassifierState(ClassifierLike, Protocol):
+    """The state of a :class:`~transferkit.TransferClassifier`, as its methods see it.
 
-    model: keras.Model
-    backbone: keras.Model
-    spec: Backbone
-    config: ClassifierConfig
+    The public read-only attributes are :class:`~transferkit.model.protocol.ClassifierLike`'s;
+    these are what the method groups read besides.
+    """
+
     history: TrainingHistory
     _head_learning_rate: float
     _probabilities: Probabilities
 
     @property
-    def class_names(self) -> list[str] | None:
-        """The class names, or None."""
-
-    @property
-    def num_classes(self) -> int:
-        """The number of classes."""
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """The image size the model takes."""
-
-    @property
-    def is_binary(self) -> bool:
-        """Whether the head is one logit."""
-
-    @property
-    def multi_label(self) -> bool:
-        """Whether labels are multi-hot."""
-
-    @property
-    def thresholds(self) -> tuple[float, ...] | None:
-        """The per-class thresholds of a multi-label classifier."""
-
-    @property
-    def temperature(self) -> float:
-        """The temperature predictions divide the logits by (1 until calibrated)."""
-
-    @property
     def unfrozen_from(self) -> int | None:
         """The first trainable block, or None."""
-
-    @property
-    def strategy(self) -> Any:
-        """The ``tf.distribute.Strategy``, or None."""
-
-    @property
-    def head_layers(self) -> list[keras.layers.Layer]:
-        """The layers after the backbone."""
 
     # The public methods the groups call on each other, by name (their signatures are the
     # classifier's own).

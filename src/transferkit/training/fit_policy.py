@@ -52,6 +52,7 @@ from transferkit.data.splits import as_arrays, split_validation
 from transferkit.history import TrainingHistory
 from transferkit.model import class_weights as _class_weights
 from transferkit.model.class_weights import ClassWeight
+from transferkit.model.protocol import ClassifierLike
 from transferkit.training import schedules
 from transferkit.training.options import Verbose
 
@@ -71,7 +72,7 @@ PATIENCE_FRACTION, MIN_PATIENCE = 0.5, 3
 FIT_STATE = "fit.json"
 
 
-class Trainable(Protocol):
+class Trainable(ClassifierLike, Protocol):
     """The public face of a classifier that :func:`fit` drives."""
 
     history: TrainingHistory
@@ -99,30 +100,6 @@ class Trainable(Protocol):
     @property
     def evaluate(self) -> Callable[..., dict[str, float]]:
         """Loss and metrics on labeled data."""
-
-    @property
-    def model(self) -> keras.Model:
-        """The Keras model."""
-
-    @property
-    def class_names(self) -> list[str] | None:
-        """The class names, or None."""
-
-    @property
-    def num_classes(self) -> int:
-        """The number of classes."""
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """The image size the model takes."""
-
-    @property
-    def multi_label(self) -> bool:
-        """Whether labels are multi-hot."""
-
-    @property
-    def strategy(self) -> Any:
-        """The ``tf.distribute.Strategy``, or None."""
 
 
 def stage_epochs(steps: int, steps_per_epoch: int, most: int) -> int:
