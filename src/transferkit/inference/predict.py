@@ -15,8 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit.data import from_files, list_images, load_images
 from transferkit.data import inputs as _inputs
-from transferkit.data import list_images, load_images
 from transferkit.data.image_files import undecodable_files_named
 from transferkit.inference import tta as _tta
 from transferkit.model.graph import Probabilities
@@ -50,7 +50,7 @@ def probabilities(
         views: test-time augmentation views to average (1: none).
         distributed: whether the model lives under a ``tf.distribute.Strategy``.
     """
-    inputs = _small_files(images, image_size, batch_size)
+    inputs = _read_files(images, image_size, batch_size)
     if inputs is None:
         inputs = _inputs.as_image_input(images, image_size=image_size, batch_size=batch_size)
     with undecodable_files_named(inputs):
@@ -79,13 +79,14 @@ def _is_small(inputs: np.ndarray | tf.data.Dataset, batch_size: int) -> bool:
     return isinstance(inputs, np.ndarray) and len(inputs) <= SMALL_BATCHES * batch_size
 
 
-def _small_files(
+def _read_files(
     images: _inputs.Images, image_size: tuple[int, int], batch_size: int
-) -> np.ndarray | None:
-    # A few files are read at once into an array; a folder of many streams instead.
+) -> np.ndarray | tf.data.Dataset | None:
+    # A path is listed once: a few files are read at once into an array, a folder of many
+    # streams instead (None: not a path).
     if not isinstance(images, (str, os.PathLike)):
         return None
     paths = list_images(images)
     if not paths or len(paths) > batch_size:
-        return None
+        return from_files(paths, image_size, batch_size)
     return load_images(paths, image_size)
