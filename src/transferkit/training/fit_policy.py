@@ -279,7 +279,8 @@ def _head_rate(
         return rate, f"learning-rate finder, as found before in {FIT_STATE}"
     found = classifier.find_learning_rate(train, stage="head", batch_size=common["batch_size"])
     rate = float(found.suggestion)
-    if state_file is not None:
+    # Every process finds the same rate from the same batches; process 0 alone writes it.
+    if state_file is not None and _backend.is_process_zero():
         state_file.parent.mkdir(parents=True, exist_ok=True)
         partial = state_file.with_name(f".partial-{FIT_STATE}")
         partial.write_text(json.dumps({"head_learning_rate": rate}))
