@@ -20,7 +20,12 @@ import tensorflow as tf
 
 import transferkit as tk
 from transferkit import _backend
-from transferkit.errors import UnsupportedStrategyError
+from transferkit.data import sharding
+from transferkit.errors import (
+    InvalidArgumentError,
+    UnsupportedBackendError,
+    UnsupportedStrategyError,
+)
 
 TESTS = Path(__file__).parent
 # The same float32 graph on two backends: the kernels differ, the results agree this far.
@@ -124,3 +129,44 @@ def test_a_tf_distribute_strategy_is_taken_on_tensorflow_only(keras_backend: str
         return
     with pytest.raises(UnsupportedStrategyError, match=r"keras\.distribution.*strategy="):
         build()
+
+
+def test_a_single_process_trains_on_whole_batches() -> None:
+    assert _backend.data_shard() is None
+    assert sharding.steps_per_epoch(10, 4) == 3  # the partial batch is trained on
+    rows = sharding.row_batcher(4)(tf.data.Dataset.range(10))
+    assert [batch.tolist() for batch in rows.as_numpy_iterator()] == [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+        [8, 9],
+    ]
+    dataset = tf.data.Dataset.range(10).batch(3)
+    assert sharding.share_of_batches(dataset, 4) is dataset
+    with _backend.local_batches():  # nothing to switch off
+        pass
+
+
+def test_a_global_batch_that_does_not_divide_among_the_processes_is_refused() -> None:
+    with pytest.raises(InvalidArgumentError, match=r"multiple of 4.*batch_size=10"):
+        sharding._local_size(10, 4)
+    assert sharding._local_size(12, 4) == 3
+
+
+def test_no_distribution_variables_means_no_multi_process_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for variable in _backend.DISTRIBUTION_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    assert _backend.distribute_from_environment() is False
+    assert keras.distribution.distribution() is None
+
+
+def test_distribution_variables_that_cannot_start_a_run_are_refused_clearly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for variable in _backend.DISTRIBUTION_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
+    with pytest.raises(UnsupportedBackendError, match="KERAS_DISTRIBUTION_PROCESS_ID"):
+        _backend.distribute_from_environment()
+    assert keras.distribution.distribution() is None

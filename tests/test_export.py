@@ -539,3 +539,42 @@ def test_onnx_and_int8_of_a_mixed_precision_classifier_are_refused_before_any_wo
     with pytest.raises(InvalidArgumentError, match=f"{wanted} needs a float32 classifier"):
         export_classifier(clf, tmp_path / name, **kwargs)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_cli_export_writes_onnx_and_calibrated_int8_tflite(
+    three_classes: tk.TransferClassifier, tmp_path: Path, test_images: np.ndarray
+) -> None:
+    from PIL import Image
+
+    from transferkit.cli.app import main
+
+    saved = three_classes.save(tmp_path / "clf.keras")
+    folder = tmp_path / "representative"
+    folder.mkdir()
+    for index, image in enumerate(separable_images(48, num_classes=3, seed=2)[0]):
+        Image.fromarray(image).save(folder / f"{index}.png")
+    onnx_path, int8_path = tmp_path / "clf.onnx", tmp_path / "clf.tflite"
+    assert main(["export", str(saved), "--format", "onnx", "--output", str(onnx_path)]) == 0
+    int8 = ["--quantize", "int8", "--representative", str(folder)]
+    assert (
+        main(["export", str(saved), "--format", "tflite", "--output", str(int8_path), *int8]) == 0
+    )
+    expected = three_classes.predict(test_images)
+    served = run_onnx(onnx_path, test_images)["probabilities"]
+    np.testing.assert_allclose(served, expected, atol=ONNX_TOLERANCE)
+    assert tensor_types(int8_path) <= {"uint8", "int8", "int32"}
+    np.testing.assert_allclose(interpret(int8_path, test_images), expected, atol=INT8_TOLERANCE)
+
+
+def test_cli_int8_export_without_representative_images_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from transferkit.cli.app import main
+
+    output = tmp_path / "clf.tflite"
+    status = main(["export", str(tmp_path / "x.keras"), "--format", "tflite", "--quantize", "int8",
+                   "--output", str(output)])  # fmt: skip
+    assert status == 1
+    assert "--representative" in capsys.readouterr().err
+    assert not output.exists()

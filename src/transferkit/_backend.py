@@ -8,7 +8,8 @@ pipeline on all of them. What only one backend can do lives here:
   in the strategy's scope, and Keras 3 cannot train under every strategy.
 * Gradients with respect to inputs (Grad-CAM): ``tf.GradientTape`` or ``jax.grad``.
 * Which process of a multi-process run this is (``keras.distribution`` on JAX), so that
-  files and printed decisions are written once, by process 0.
+  files and printed decisions are written once, by process 0, and which share of every
+  global training batch it feeds (:func:`data_shard`, :func:`local_batches`).
 
 A backend not named here gets a clear error from what it cannot do, never a wrong answer.
 """
@@ -16,7 +17,11 @@ A backend not named here gets a clear error from what it cannot do, never a wron
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -26,8 +31,11 @@ from transferkit.errors import UnsupportedBackendError, UnsupportedStrategyError
 
 __all__ = [
     "check_strategy_can_train",
+    "data_shard",
+    "distribute_from_environment",
     "gradients",
     "is_process_zero",
+    "local_batches",
     "name",
     "process_count",
     "process_index",
@@ -125,6 +133,116 @@ def process_count() -> int:
 def is_process_zero() -> bool:
     """Whether this process writes files and prints decisions (it is process 0)."""
     return process_index() == 0
+
+
+def data_shard() -> tuple[int, int] | None:
+    """``(process index, process count)`` when this process feeds its share of every batch.
+
+    That is a ``keras.distribution`` distribution over several processes (JAX). transferkit
+    then cuts every global training batch itself, before the images are read, and feeds
+    Keras this process's share (see :func:`local_batches`); evaluation and prediction run
+    on every process over all the data. None in a single process.
+
+    Raises:
+        UnsupportedStrategyError: the distribution spans processes but is not data-parallel.
+    """
+    if name() != _JAX or process_count() == 1:
+        return None
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return None
+    if not isinstance(distribution, keras.distribution.DataParallel):
+        msg = (
+            "transferkit trains across processes data-parallel only: every process holds the "
+            "whole model and reads its share of each batch. Use "
+            "keras.distribution.set_distribution(keras.distribution.DataParallel()). "
+            f"Received: distribution={type(distribution).__name__} over "
+            f"{process_count()} processes"
+        )
+        raise UnsupportedStrategyError(msg)
+    return process_index(), process_count()
+
+
+@contextlib.contextmanager
+def local_batches() -> Iterator[None]:
+    """Keras' training and evaluation loops take each process's batches as they come.
+
+    Keras' ``DataParallel`` would otherwise cut every batch again (``auto_shard_dataset``):
+    training batches arrive already cut (:func:`data_shard`), and evaluation batches are
+    the same whole batches on every process, so that every metric is that of the whole data
+    (each row counted once per process changes no mean) and partial last batches need no
+    padding. The user's setting comes back on exit.
+    """
+    if data_shard() is None:
+        yield
+        return
+    distribution = keras.distribution.distribution()
+    before = distribution.auto_shard_dataset
+    distribution.auto_shard_dataset = False
+    try:
+        yield
+    finally:
+        distribution.auto_shard_dataset = before
+
+
+#: What ``keras.distribution.initialize()`` reads to join a multi-process run.
+DISTRIBUTION_VARIABLES = (
+    "KERAS_DISTRIBUTION_JOB_ADDRESSES",
+    "KERAS_DISTRIBUTION_NUM_PROCESSES",
+    "KERAS_DISTRIBUTION_PROCESS_ID",
+)
+
+
+def distribute_from_environment() -> bool:
+    """Joins the run the ``KERAS_DISTRIBUTION_*`` variables describe, data-parallel.
+
+    What a script does by hand: ``keras.distribution.initialize()`` then
+    ``set_distribution(DataParallel())``. CPU collectives go through gloo unless
+    ``JAX_CPU_COLLECTIVES_IMPLEMENTATION`` says otherwise (GPUs use their own).
+
+    Returns:
+        Whether the variables were set (and so the process joined a run).
+
+    Raises:
+        UnsupportedBackendError: the variables are set but Keras does not run on JAX, or
+            some of them are missing.
+    """
+    given = [variable for variable in DISTRIBUTION_VARIABLES if os.environ.get(variable)]
+    if not given:
+        return False
+    missing = sorted(set(DISTRIBUTION_VARIABLES) - set(given))
+    if name() != _JAX or missing:
+        msg = (
+            "The KERAS_DISTRIBUTION_* variables start a multi-process run, which needs "
+            f"KERAS_BACKEND=jax and all of {', '.join(DISTRIBUTION_VARIABLES)}. "
+            f"Received: KERAS_BACKEND={name()!r}, missing={missing}"
+        )
+        raise UnsupportedBackendError(msg)
+    import jax
+
+    if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # type: ignore[no-untyped-call]
+    keras.distribution.initialize()
+    keras.distribution.set_distribution(keras.distribution.DataParallel())
+    return True
+
+
+@contextlib.contextmanager
+def written_by_process_zero(folder: Path) -> Iterator[Path]:
+    """Where this process writes a file that process 0 alone keeps: ``folder``, or scratch.
+
+    Writing a model reads its variables, which in a multi-process JAX run the processes do
+    together, so every process must write; the others write into a private folder that is
+    deleted on exit.
+    """
+    if is_process_zero():
+        yield folder
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="transferkit-"))
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def check_strategy_can_train(strategy: tf.distribute.Strategy | None) -> None:

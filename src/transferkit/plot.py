@@ -1,8 +1,8 @@
 """Figures of a classifier: training curves, predictions, confusion matrix, top losses, Grad-CAM.
 
 matplotlib is an optional extra (``pip install "transferkit[plot]"``), imported on first
-use. Figures are drawn on matplotlib's Agg canvas straight into image files: no window, no
-pyplot state, nothing that needs a display.
+use. Figures are drawn on matplotlib's Agg canvas straight into image files (no window, no
+pyplot state, no display), by process 0 alone in a multi-process run.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from transferkit import _validation
+from transferkit import _backend, _validation
 from transferkit.classifier import TransferClassifier
 from transferkit.data import list_images, load_images
 from transferkit.errors import DataError, InvalidArgumentError, MissingDependencyError
@@ -35,8 +35,7 @@ __all__ = [
     "top_losses",
 ]
 
-_RIGHT = "tab:green"
-_WRONG = "tab:red"
+_RIGHT, _WRONG = "tab:green", "tab:red"
 
 
 def history(source: TransferClassifier | TrainingHistory, path: str | os.PathLike[str]) -> Path:
@@ -95,8 +94,7 @@ def history(source: TransferClassifier | TrainingHistory, path: str | os.PathLik
         axes.grid(alpha=0.3)
     loss_axes.set_xlabel("Epoch")
     loss_axes.xaxis.get_major_locator().set_params(integer=True)
-    figure.savefig(target, dpi=100)
-    return target
+    return _save(figure, target)
 
 
 def predictions(
@@ -153,8 +151,7 @@ def predictions(
         titles.append(title)
         colors.append(color)
     figure = _image_grid(new_figure, pixels, titles, colors)
-    figure.savefig(target, dpi=100)
-    return target
+    return _save(figure, target)
 
 
 def confusion_matrix(
@@ -200,8 +197,7 @@ def confusion_matrix(
             text = f"{value:.2f}" if normalize else str(counts[row, column])
             color = "white" if value > threshold else "black"
             axes.text(column, row, text, ha="center", va="center", color=color, fontsize=9)
-    figure.savefig(target, dpi=100)
-    return target
+    return _save(figure, target)
 
 
 def confusion_matrices(
@@ -246,8 +242,7 @@ def confusion_matrices(
         axes.set_title(f"{names[index]} (F1 {report[names[index]]['f1-score']:.2f})", fontsize=10)
     figure.supxlabel("Predicted")
     figure.supylabel("True")
-    figure.savefig(target, dpi=100)
-    return target
+    return _save(figure, target)
 
 
 def top_losses(
@@ -298,8 +293,7 @@ def top_losses(
         heading = "Prediction/true class, loss, probability of the prediction"
     figure = _image_grid(new_figure, pixels, titles, colors)
     figure.suptitle(heading)
-    figure.savefig(target, dpi=100)
-    return target
+    return _save(figure, target)
 
 
 def grad_cam(
@@ -346,8 +340,7 @@ def grad_cam(
     names = clf.class_names or [str(i) for i in range(clf.num_classes)]
     titles = [f"{names[int(c)]} ({probabilities[i, int(c)]:.0%})" for i, c in enumerate(wanted)]
     figure = _image_grid(new_figure, pixels, titles, ["black"] * len(pixels), heatmaps, alpha)
-    figure.savefig(target, dpi=100)
-    return target
+    return _save(figure, target)
 
 
 def _image_grid(
@@ -405,8 +398,7 @@ def learning_rates(result: LearningRateFinderResult, path: str | os.PathLike[str
     axes.set_title(title)
     axes.legend(loc="best")
     axes.grid(alpha=0.3, which="both")
-    figure.savefig(target, dpi=100)
-    return target
+    return _save(figure, target)
 
 
 def reliability(
@@ -441,8 +433,7 @@ def reliability(
     axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="Confidence", ylabel="Accuracy")
     axes.set_title(f"Reliability (ECE {bins.expected_calibration_error:.3f})")
     axes.legend(loc="upper left")
-    figure.savefig(target, dpi=100)
-    return target
+    return _save(figure, target)
 
 
 def _figure_maker() -> Callable[..., Any]:
@@ -469,6 +460,15 @@ def _target(path: str | os.PathLike[str]) -> Path:
     if not target.parent.is_dir():
         msg = f"The folder to save into does not exist. Received: path={os.fspath(path)!r}"
         raise InvalidArgumentError(msg)
+    return target
+
+
+def _save(figure: Any, target: Path) -> Path:
+    # Once and whole: by process 0 of a multi-process run, through a file renamed into place.
+    if _backend.is_process_zero():
+        partial = target.with_name(f".partial-{target.name}")
+        figure.savefig(partial, dpi=100)
+        os.replace(partial, target)
     return target
 
 

@@ -83,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # --help and usage errors exit here, before TensorFlow
     try:
         _start_tensorflow()
+        _join_distribution()
         status: int = args.run(args)
     except (TransferkitError, OSError) as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message holds
@@ -103,6 +104,18 @@ def _parser() -> argparse.ArgumentParser:
     for add, run in _SUBCOMMANDS:
         add(subparsers).set_defaults(run=run)
     return parser
+
+
+def _join_distribution() -> None:
+    """Joins the multi-process run ``KERAS_DISTRIBUTION_*`` describe, if they are set.
+
+    The same command then runs on every machine, data-parallel; process 0 alone prints and
+    writes files (other processes print errors only).
+    """
+    from transferkit import _backend
+
+    if _backend.distribute_from_environment() and not _backend.is_process_zero():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  # for the rest of the process
 
 
 def _start_tensorflow() -> None:
@@ -355,16 +368,16 @@ def _add_export(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "export",
         parents=[_model_option()],
-        help="write a saved model for serving (SavedModel or TFLite)",
+        help="write a saved model for serving (SavedModel, TFLite or ONNX)",
         description=(
-            "Write MODEL for serving: a TensorFlow SavedModel folder or a TFLite file that "
-            "takes raw uint8 images and returns class probabilities (signature "
+            "Write MODEL for serving: a TensorFlow SavedModel folder, a TFLite file or an "
+            "ONNX file that takes raw images and returns class probabilities (signature "
             "'serving_default', input 'images', output 'probabilities')."
         ),
     )
     parser.add_argument(
         "--format",
-        choices=("saved_model", "tflite"),
+        choices=("saved_model", "tflite", "onnx"),
         default="saved_model",
         help="the artifact to write (default: saved_model)",
     )
@@ -373,13 +386,19 @@ def _add_export(subparsers: Any) -> argparse.ArgumentParser:
         "-o",
         type=Path,
         required=True,
-        help="the SavedModel folder to create, or a file name ending in .tflite",
+        help="the SavedModel folder to create, or a file name ending in .tflite or .onnx",
     )
     parser.add_argument(
         "--quantize",
-        choices=("dynamic_range",),
+        choices=("dynamic_range", "int8"),
         default=None,
-        help="store TFLite weights as int8 (default: float weights)",
+        help="TFLite only: int8 weights (dynamic_range), or int8 weights and activations "
+        "calibrated on --representative (int8) (default: float)",
+    )
+    parser.add_argument(
+        "--representative",
+        type=Path,
+        help="with --quantize int8: a folder of a few hundred training images to calibrate on",
     )
     return parser
 
@@ -387,8 +406,21 @@ def _add_export(subparsers: Any) -> argparse.ArgumentParser:
 def _export(args: argparse.Namespace) -> int:
     from transferkit.classifier import load_classifier
 
+    if (args.quantize == "int8") != (args.representative is not None):
+        msg = (
+            "--quantize int8 calibrates on images, and only it does: give --representative "
+            "DIR with it, and not without it. "
+            f"Received: --quantize={args.quantize}, --representative={args.representative}"
+        )
+        raise InvalidArgumentError(msg)
     clf = load_classifier(args.model)
-    print(os.fspath(clf.export(args.output, format=args.format, quantize=args.quantize)))
+    exported = clf.export(
+        args.output,
+        format=args.format,
+        quantize=args.quantize,
+        representative_data=args.representative,
+    )
+    print(os.fspath(exported))
     return 0
 
 

@@ -13,6 +13,7 @@ from typing import Any, Union
 import numpy as np
 import tensorflow as tf
 
+from transferkit.data import sharding
 from transferkit.data.folders import from_files, list_images
 from transferkit.errors import DataError, ImageShapeError, TransferkitWarning
 
@@ -149,7 +150,8 @@ class TrainingData:
     """Training data, and the order its epochs come in.
 
     Arrays are reshuffled every epoch by :func:`epoch_order`; a dataset keeps the order it
-    has (each epoch is one pass over it, however it orders itself).
+    has (each epoch is one pass over it, however it orders itself). In a multi-process run,
+    each process trains on its share of every global batch (:mod:`~transferkit.data.sharding`).
 
     Args:
         data: a batched, prefetched dataset of ``(images, labels)``, or validated arrays.
@@ -185,16 +187,16 @@ class TrainingData:
             it is given ``steps_per_epoch``.
         """
         if self._arrays is None:
-            return self._dataset, None
+            return sharding.share_of_batches(self._dataset, self.batch_size), None
         count, batch_size = int(self._arrays[1].shape[0]), self.batch_size
+        steps = sharding.steps_per_epoch(count, batch_size)  # checks the batch size first
+        batch_rows = sharding.row_batcher(batch_size)
 
         def batches(epoch: tf.Tensor) -> tf.data.Dataset:
-            return tf.data.Dataset.from_tensor_slices(epoch_order(count, seed, epoch)).batch(
-                batch_size
-            )
+            return batch_rows(tf.data.Dataset.from_tensor_slices(epoch_order(count, seed, epoch)))
 
         indices = tf.data.Dataset.range(first_epoch, first_epoch + epochs).flat_map(batches)
-        return self._gathered(indices), -(-count // batch_size)
+        return self._gathered(indices), steps
 
     def _gathered(self, indices: tf.data.Dataset) -> tf.data.Dataset:
         assert self._arrays is not None

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit import _backend
 from transferkit.data import from_files, list_images, load_images
 from transferkit.data import inputs as _inputs
 from transferkit.data.image_files import undecodable_files_named
@@ -63,11 +64,13 @@ def probabilities(
                 head=head,
                 distributed=distributed,
             )
-        if _is_small(inputs, batch_size) and not distributed:
-            assert isinstance(inputs, np.ndarray)
+        # Batch by batch: small inputs skip predict()'s setup, and in a multi-process run
+        # every process predicts all of its input (predict() cannot return what spans them).
+        local = _is_small(inputs, batch_size) or _backend.data_shard() is not None
+        if local and not distributed:
             parts = [
-                model.predict_on_batch(inputs[start : start + batch_size])
-                for start in range(0, len(inputs), batch_size)
+                model.predict_on_batch(np.asarray(batch))
+                for batch in _tta.image_batches(inputs, batch_size)
             ]
             logits = np.concatenate(parts) if parts else model.predict(inputs, verbose=0)
         else:

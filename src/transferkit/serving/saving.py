@@ -74,21 +74,22 @@ def write(saved: Saved, path: str | os.PathLike[str]) -> Path:
     if not target.parent.is_dir():
         msg = f"The folder to save into does not exist. Received: path={os.fspath(path)!r}"
         raise InvalidArgumentError(msg)
-    if not _backend.is_process_zero():
-        return target
-    descriptor, temporary = tempfile.mkstemp(
-        suffix=".keras", prefix=f".{target.stem}-", dir=target.parent
-    )
-    os.close(descriptor)
-    try:
-        saved.model.save(temporary)
-        with zipfile.ZipFile(temporary, "a") as archive:
-            archive.writestr(METADATA_ENTRY, json.dumps(_metadata(saved), indent=2))
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        raise
+    with _backend.written_by_process_zero(target.parent) as folder:
+        descriptor, temporary = tempfile.mkstemp(
+            suffix=".keras", prefix=f".{target.stem}-", dir=folder
+        )
+        os.close(descriptor)
+        try:
+            # Every process serializes: reading the weights synchronizes the processes.
+            saved.model.save(temporary)
+            if _backend.is_process_zero():
+                with zipfile.ZipFile(temporary, "a") as archive:
+                    archive.writestr(METADATA_ENTRY, json.dumps(_metadata(saved), indent=2))
+                os.replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(temporary)
+            raise
     return target
 
 

@@ -239,10 +239,12 @@ class Run:
         weights and keeps the state; process 0 alone writes the files.
         """
         writer = _backend.is_process_zero()
-        if writer:
-            temporary = self.folder / f".partial-{weights_name}"
+        with _backend.written_by_process_zero(self.folder) as folder:
+            # Every process serializes: reading the weights synchronizes the processes.
+            temporary = folder / f".partial-{weights_name}"
             model.save_weights(temporary)
-            os.replace(temporary, self.folder / weights_name)
+            if writer:
+                os.replace(temporary, self.folder / weights_name)
         best = None
         if stopper is not None and stopper.best_epoch is not None:
             best = _weights_name(stopper.best_epoch)
