@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from transferkit.errors import UnsupportedBackendError, UnsupportedStrategyError
@@ -33,6 +34,7 @@ __all__ = [
     "check_strategy_can_train",
     "data_shard",
     "distribute_from_environment",
+    "gather_from_processes",
     "gradients",
     "is_process_zero",
     "local_batches",
@@ -161,6 +163,13 @@ def data_shard() -> tuple[int, int] | None:
         )
         raise UnsupportedStrategyError(msg)
     return process_index(), process_count()
+
+
+def gather_from_processes(array: np.ndarray) -> np.ndarray:
+    """Every process's ``array`` (the same shape on each), stacked in process order (JAX)."""
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=False))
 
 
 @contextlib.contextmanager
