@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from transferkit import _backend, _validation
+from transferkit import _validation
 from transferkit.errors import InvalidArgumentError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -143,6 +143,8 @@ def write_report(
     content["most_confused"] = [list(pair) for pair in interpretation.most_confused()]
     content["top_losses"] = [vars(row) for row in top]
     written = [folder / "report.json"]
+    from transferkit import _backend  # loads Keras: not before a command runs
+
     if _backend.is_process_zero():  # once in a multi-process run
         written[0].write_text(json.dumps(content, indent=2) + "\n")
     try:
