@@ -597,3 +597,37 @@ def test_train_log_dir_without_tensorboard_names_it_before_reading_images(
     assert line.startswith("transferkit: error: --log-dir writes TensorBoard logs")
     assert "pip install tensorboard" in line
     assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.slow
+def test_train_checkpoint_dir_lets_the_same_command_resume_a_finished_run(tmp_path):
+    folder = write_split_folders(tmp_path / "data", {"a": 4, "b": 4}, {"a": 2, "b": 2})
+    checkpoints = tmp_path / "checkpoints"
+
+    def train(output: Path) -> int:
+        return main(
+            _train_args(folder, "--fine-tune-epochs", "2", "--batch-size", "4",
+                        "--output", str(output), "--checkpoint-dir", str(checkpoints))
+        )  # fmt: skip
+
+    assert train(tmp_path / "first.keras") == 0
+    runs = sorted(path.name for path in checkpoints.iterdir())
+    assert runs == ["fine_tune-from-epoch-1", "head-from-epoch-0"]
+    assert train(tmp_path / "again.keras") == 0  # both stages found finished: nothing retrained
+    assert sorted(path.name for path in checkpoints.iterdir()) == runs
+    first, again = (
+        tk.load_classifier(tmp_path / "first.keras"),
+        tk.load_classifier(tmp_path / "again.keras"),
+    )
+    for saved, resumed in zip(first.model.get_weights(), again.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(saved, resumed)
+    assert again.history.stages == first.history.stages == ["head", "fine_tune", "fine_tune"]
+
+
+def test_train_checkpoint_dir_that_is_a_file_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "checkpoints").write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(tmp_path), "--output", str(tmp_path / "m.keras"),
+              "--checkpoint-dir", str(tmp_path / "checkpoints")])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "must be a folder for the checkpoints" in capsys.readouterr().err

@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load on 
     from transferkit.inference.grad_cam import grad_cam, tokens_to_map
     from transferkit.interpret import Interpretation, MultiLabelInterpretation
     from transferkit.lr_finder import LearningRateFinderResult
+    from transferkit.training.regularization import Regularization
 
 
 #: The public modules: each is reachable as an attribute (``tk.pooling``) and importable
@@ -76,6 +77,7 @@ _LAZY = {
     "Interpretation": "transferkit.interpret",
     "LearningRateFinderResult": "transferkit.lr_finder",
     "MultiLabelInterpretation": "transferkit.interpret",
+    "Regularization": "transferkit.training.regularization",
     "TrainingHistory": "transferkit.history",
     "TransferClassifier": "transferkit.classifier",
     "get_backbone": "transferkit.backbones.registry",
@@ -92,6 +94,7 @@ __all__ = [
     "Interpretation",
     "LearningRateFinderResult",
     "MultiLabelInterpretation",
+    "Regularization",
     "TrainingHistory",
     "TransferClassifier",
     "__version__",

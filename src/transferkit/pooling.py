@@ -6,6 +6,7 @@ guide shows the package's layers).
 
 from transferkit.backbones.pooling import (
     POOLINGS,
+    AvgMaxPooling2D,
     PatchGrid,
     Pooling,
     TokenPooling,
@@ -13,6 +14,7 @@ from transferkit.backbones.pooling import (
 
 __all__ = [
     "POOLINGS",
+    "AvgMaxPooling2D",
     "PatchGrid",
     "Pooling",
     "TokenPooling",

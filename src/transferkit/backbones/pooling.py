@@ -1,11 +1,14 @@
 """Pooling a backbone's output into one feature vector, for feature maps and token sequences.
 
 A convolutional network ends in a feature map ``(batch, height, width, channels)``, pooled by
-global averaging (``"avg"``). A vision transformer ends in a token sequence ``(batch, tokens,
+global averaging (``"avg"``), by its global maximum (``"max"``), or by both side by side
+(``"avgmax"``, twice the channels): an average dilutes a small object's few strong positions in
+a large map, the maximum keeps them, which matters most when an image holds several objects
+(multi-label). A vision transformer ends in a token sequence ``(batch, tokens,
 channels)`` whose first ``prefix_tokens`` entries are special tokens (the class token, then
 DeiT's distillation token or DINOv2's registers) and whose remaining entries are one token per
 image patch, in row-major order. It is pooled by taking the class token (``"cls"``) or by
-averaging the patch tokens (``"mean"``). Both layers here are registered, so a model holding
+averaging the patch tokens (``"mean"``). The layers here are registered, so a model holding
 them loads with ``safe_mode=True``.
 """
 
@@ -19,15 +22,26 @@ from keras import ops
 
 from transferkit.errors import InvalidArgumentError
 
-__all__ = ["POOLINGS", "PatchGrid", "Pooling", "TokenPooling"]
+__all__ = [
+    "FEATURE_MAP_POOLINGS",
+    "POOLINGS",
+    "AvgMaxPooling2D",
+    "PatchGrid",
+    "Pooling",
+    "TokenPooling",
+]
 
 #: A pooling of a backbone's output; see :data:`POOLINGS`.
-Pooling = Literal["avg", "cls", "mean"]
+Pooling = Literal["avg", "max", "avgmax", "cls", "mean"]
+#: The poolings of a feature map (the others pool token sequences).
+FEATURE_MAP_POOLINGS = ("avg", "max", "avgmax")
 
 #: What each pooling does, in words; read-only.
 POOLINGS: MappingProxyType[str, str] = MappingProxyType(
     {
         "avg": "global average of a feature map (CNNs, MiT)",
+        "max": "global maximum of a feature map",
+        "avgmax": "global average and global maximum of a feature map, concatenated",
         "cls": "the class token of a token sequence",
         "mean": "the mean of the patch tokens (class, distillation and register tokens left out)",
     }
@@ -96,6 +110,32 @@ class TokenPooling(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="transferkit")
+class AvgMaxPooling2D(keras.layers.Layer):
+    """Global average and global maximum of a feature map, concatenated: ``2 * channels``.
+
+    Args:
+        **kwargs: Passed to ``keras.layers.Layer`` (``name``, ``dtype``, ...).
+
+    Example:
+        >>> import numpy as np
+        >>> feature_map = np.array([[[[1.0], [3.0]], [[0.0], [8.0]]]])  # 2x2, one channel
+        >>> AvgMaxPooling2D()(feature_map).numpy().tolist()
+        [[3.0, 8.0]]
+    """
+
+    def call(self, inputs: Any) -> Any:
+        """Pools a batch of feature maps ``(batch, height, width, channels)``."""
+        return ops.concatenate(
+            [ops.mean(inputs, axis=(1, 2)), ops.max(inputs, axis=(1, 2))], axis=-1
+        )
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        """``(batch, 2 * channels)``."""
+        channels = input_shape[-1]
+        return (input_shape[0], None if channels is None else 2 * channels)
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
 class PatchGrid(keras.layers.Layer):
     """Turns patch tokens back into a feature map ``(batch, rows, columns, channels)``.
 
@@ -145,25 +185,30 @@ def pooling_layer(
     """The layer pooling a backbone output of rank ``output_rank`` with ``pooling``.
 
     Raises:
-        InvalidArgumentError: the pooling is unknown or does not fit the output (``"avg"``
-            on tokens, ``"cls"``/``"mean"`` on a feature map).
+        InvalidArgumentError: the pooling is unknown or does not fit the output (``"avg"``,
+            ``"max"``, ``"avgmax"`` on tokens, ``"cls"``/``"mean"`` on a feature map).
     """
     if pooling not in POOLINGS:
         msg = f"pooling must be one of {sorted(POOLINGS)}. Received: pooling={pooling!r}"
         raise InvalidArgumentError(msg)
     if output_rank == 4:
-        if pooling != "avg":
+        if pooling not in FEATURE_MAP_POOLINGS:
             msg = (
-                f"This backbone ends in a feature map, which is pooled with 'avg'; {pooling!r} "
-                f"is for token sequences (vision transformers). Received: pooling={pooling!r}"
+                "This backbone ends in a feature map, which is pooled with 'avg', 'max' or "
+                f"'avgmax'; {pooling!r} is for token sequences (vision transformers). "
+                f"Received: pooling={pooling!r}"
             )
             raise InvalidArgumentError(msg)
+        if pooling == "max":
+            return keras.layers.GlobalMaxPooling2D(name=name)
+        if pooling == "avgmax":
+            return AvgMaxPooling2D(name=name)
         return keras.layers.GlobalAveragePooling2D(name=name)
     if output_rank == 3:
-        if pooling == "avg":
+        if pooling in FEATURE_MAP_POOLINGS:
             msg = (
                 "This backbone ends in a token sequence; pool it with 'cls' (the class token) "
-                "or 'mean' (the mean of the patch tokens). Received: pooling='avg'"
+                f"or 'mean' (the mean of the patch tokens). Received: pooling={pooling!r}"
             )
             raise InvalidArgumentError(msg)
         return TokenPooling(pooling, prefix_tokens, name=name)  # type: ignore[arg-type]

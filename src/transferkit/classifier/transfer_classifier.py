@@ -37,10 +37,11 @@ from transferkit.history import Stage, TrainingHistory
 from transferkit.inference import thresholds
 from transferkit.model import graph
 from transferkit.model.class_weights import ClassWeight
-from transferkit.model.config import ClassifierConfig, DtypePolicy
+from transferkit.model.config import ClassifierConfig, DtypePolicy, LossName
 from transferkit.model.protocol import expected
 from transferkit.training import features, stages
 from transferkit.training.options import CacheOptions, JitCompile, StageOptions, Verbose
+from transferkit.training.regularization import Regularization
 from transferkit.training.schedules import Schedule
 
 __all__ = ["TransferClassifier"]
@@ -80,9 +81,12 @@ class TransferClassifier(OneCallMethods, InferenceMethods, FileMethods):
             class, binary cross-entropy, multi-hot targets (as
             :func:`transferkit.data.from_csv` gives them) and per-class :attr:`thresholds`.
             Defaults to False.
-        pooling: ``"avg"`` (global average of a feature map), ``"cls"`` (a transformer's
-            class token), ``"mean"`` (the mean of its patch tokens), or None for the
-            backbone's default (``Backbone.pooling``). Defaults to None.
+        pooling: ``"avg"`` (global average of a feature map), ``"max"`` (its maximum),
+            ``"avgmax"`` (both, concatenated), ``"cls"`` (a transformer's class token),
+            ``"mean"`` (the mean of its patch tokens), or None for the backbone's default
+            (``Backbone.pooling``). Defaults to None.
+        loss: ``"crossentropy"``, or ``"focal"`` or ``"asymmetric"`` for a sigmoid head
+            (multi-label, or two classes; see the regularization guide). Defaults to the first.
 
     Attributes:
         model: the Keras model (raw pixels in, logits out).
@@ -115,12 +119,14 @@ class TransferClassifier(OneCallMethods, InferenceMethods, FileMethods):
         dtype_policy: DtypePolicy = None,
         multi_label: bool = False,
         pooling: Pooling | None = None,
+        loss: LossName = "crossentropy",
     ) -> None:
         # Validate everything before building anything.
         spec = backbone if isinstance(backbone, Backbone) else get_backbone(backbone)
         config = ClassifierConfig.create(
             spec, num_classes=num_classes, class_names=class_names, image_size=image_size,
             dropout=dropout, dtype_policy=dtype_policy, multi_label=multi_label, pooling=pooling,
+            loss=loss,
         )  # fmt: skip
         spec.check_weights(weights, config.image_size)
         if backbone_kwargs is not None and not isinstance(backbone_kwargs, dict):
@@ -280,6 +286,7 @@ class TransferClassifier(OneCallMethods, InferenceMethods, FileMethods):
         checkpoint_dir: str | os.PathLike[str] | None = None,
         schedule: Schedule = "constant",
         class_weight: ClassWeight = None,
+        regularization: Regularization | None = None,
     ) -> TrainingHistory:
         """Trains the head on the frozen backbone (stage one of the recipe).
 
@@ -324,6 +331,8 @@ class TransferClassifier(OneCallMethods, InferenceMethods, FileMethods):
             class_weight: None, ``"balanced"`` (``n / (k * count[c])``, scikit-learn's rule)
                 or a dict from class name (or index) to weight, applied in the loss (cached
                 features too; the validation loss alike). See the imbalanced-data guide.
+            regularization: a :class:`~transferkit.Regularization` (label smoothing, weight
+                EMA, MixUp or CutMix, a greedy soup of the best epochs), or None for none.
 
         Returns:
             :attr:`history`, with this stage's epochs appended.
@@ -340,12 +349,12 @@ class TransferClassifier(OneCallMethods, InferenceMethods, FileMethods):
             optimizer=optimizer, schedule=schedule, class_weight=class_weight,
             callbacks=callbacks, verbose=verbose, jit_compile=jit_compile,
             early_stopping=early_stopping, checkpoint_dir=checkpoint_dir,
+            regularization=regularization,
         )  # fmt: skip
         cache = CacheOptions.create(
-            cache_features=cache_features,
-            augmented_views=augmented_views,
+            cache_features=cache_features, augmented_views=augmented_views,
             feature_memory_limit=feature_memory_limit,
-        )
+        )  # fmt: skip
         if isinstance(options.learning_rate, float):
             self._head_learning_rate = options.learning_rate
         self.freeze()
@@ -368,6 +377,7 @@ class TransferClassifier(OneCallMethods, InferenceMethods, FileMethods):
         schedule: Schedule = "constant",
         layer_decay: float | None = None,
         class_weight: ClassWeight = None,
+        regularization: Regularization | None = None,
     ) -> TrainingHistory:
         """Fine-tunes the unfrozen top of the backbone together with the head (stage two).
 
@@ -398,6 +408,7 @@ class TransferClassifier(OneCallMethods, InferenceMethods, FileMethods):
                 at ``learning_rate`` and each block below at ``layer_decay`` times the rate
                 of the block above. Not with a ``(low, high)`` pair. Defaults to None.
             class_weight: as for :meth:`fit_head`.
+            regularization: as for :meth:`fit_head`.
 
         Returns:
             :attr:`history`, with this stage's epochs appended.
@@ -420,6 +431,7 @@ class TransferClassifier(OneCallMethods, InferenceMethods, FileMethods):
             layer_decay=layer_decay, by_block=True,  # discriminative rates: fine-tuning only
             callbacks=callbacks, verbose=verbose, jit_compile=jit_compile,
             early_stopping=early_stopping, checkpoint_dir=checkpoint_dir,
+            regularization=regularization,
         )  # fmt: skip
         if "head" not in self.history.stages:
             warnings.warn(
@@ -450,14 +462,9 @@ class TransferClassifier(OneCallMethods, InferenceMethods, FileMethods):
             self.config = self.config.with_class_names(names)
 
     def _labeled(
-        self,
-        data: inputs.LabeledData,
-        batch_size: int,
-        *,
-        name: str = "data",
-        shuffle: bool = False,
-        in_order: bool = False,
-    ) -> resolve.Labeled:
+        self, data: inputs.LabeledData, batch_size: int, *, name: str = "data",
+        shuffle: bool = False, in_order: bool = False,
+    ) -> resolve.Labeled:  # fmt: skip
         batch_size = _validation.positive_int("batch_size", batch_size)
         labeled = resolve.labeled(
             data, expected(self), batch_size=batch_size, name=name, shuffle=shuffle,
@@ -467,21 +474,14 @@ class TransferClassifier(OneCallMethods, InferenceMethods, FileMethods):
         return labeled
 
     def _run_stage(
-        self,
-        stage: Stage,
-        data: inputs.LabeledData,
-        validation_data: inputs.LabeledData | None,
-        options: StageOptions,
-        default_rate: float,
-        cache: CacheOptions | None = None,
-    ) -> TrainingHistory:
+        self, stage: Stage, data: inputs.LabeledData, validation_data: inputs.LabeledData | None,
+        options: StageOptions, default_rate: float, cache: CacheOptions | None = None,
+    ) -> TrainingHistory:  # fmt: skip
         train, names = resolve.training(data, expected(self), batch_size=options.batch_size)
         self._adopt(names)
-        validation = None
-        if validation_data is not None:
-            validation = self._labeled(
-                validation_data, options.batch_size, name="validation_data"
-            ).dataset
+        validation = None if validation_data is None else self._labeled(
+            validation_data, options.batch_size, name="validation_data"
+        ).dataset  # fmt: skip
         default = keras.optimizers.Adam if stage == "head" else keras.optimizers.RMSprop
         outcome = stages.run(
             self._target(), stage, train, validation, options, history=self.history,

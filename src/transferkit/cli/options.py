@@ -121,6 +121,61 @@ def _label_options() -> argparse.ArgumentParser:
     return parser
 
 
+@functools.cache
+def _regularization_options() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group(
+        "regularization and loss (see the regularization guide; all off by default)"
+    )
+    group.add_argument(
+        "--label-smoothing", type=_from_zero, default=0.0, metavar="E", help="in [0, 1)"
+    )
+    group.add_argument(
+        "--ema",
+        type=_fraction,
+        metavar="MOMENTUM",
+        help="keep an exponential moving average of the weights (such as 0.99)",
+    )
+    group.add_argument(
+        "--mixup", type=_unit, default=0.0, metavar="ALPHA", help="MixUp's alpha (such as 0.2)"
+    )
+    group.add_argument(
+        "--cutmix", type=_unit, default=0.0, metavar="FACTOR", help="CutMix's factor (such as 1)"
+    )
+    group.add_argument(
+        "--soup",
+        type=_non_negative_int,
+        default=0,
+        metavar="K",
+        help="average the weights of up to K best epochs greedily (needs validation images)",
+    )
+    group.add_argument(
+        "--loss",
+        choices=("crossentropy", "focal", "asymmetric"),
+        default="crossentropy",
+        help="focal and asymmetric: multi-label or two classes (default: crossentropy)",
+    )
+    group.add_argument(
+        "--pooling",
+        choices=("avg", "max", "avgmax", "cls", "mean"),
+        help="how the backbone's output is pooled (default: the backbone's own, avg for CNNs)",
+    )
+    return parser
+
+
+def _regularization(args: argparse.Namespace) -> Any:
+    """The ``Regularization`` of the flags (checked: not --mixup and --cutmix both)."""
+    from transferkit.training.regularization import Regularization
+
+    return Regularization(
+        label_smoothing=args.label_smoothing,
+        ema=args.ema,
+        mixup=args.mixup,
+        cutmix=args.cutmix,
+        soup=args.soup,
+    )
+
+
 def _check_data_source(args: argparse.Namespace) -> None:
     """Refuses contradictory data options before anything is loaded."""
     if (args.data_dir is None) == (args.csv is None):
@@ -227,6 +282,22 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(msg) from None
 
 
+def _from_zero(text: str) -> float:
+    try:
+        return _validation.fraction("value", float(text), low_inclusive=True)
+    except ValueError:
+        msg = f"must be a number from 0 up to (not including) 1, not {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def _unit(text: str) -> float:
+    try:
+        return _validation.fraction("value", float(text), low_inclusive=True, high_inclusive=True)
+    except ValueError:
+        msg = f"must be a number from 0 to 1, not {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
 def _image_size(text: str) -> tuple[int, int]:
     try:
         sides = [int(part) for part in text.lower().split("x")]
@@ -240,6 +311,14 @@ def _log_dir(text: str) -> Path:
     path = Path(text)
     if path.exists() and not path.is_dir():
         msg = f"must be a folder for TensorBoard's logs, not the file {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return path
+
+
+def _checkpoint_dir(text: str) -> Path:
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        msg = f"must be a folder for the checkpoints, not the file {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return path
 

@@ -20,6 +20,7 @@ from transferkit.cli.options import (
     _backbone_options,
     _batch_size_option,
     _check_data_source,
+    _checkpoint_dir,
     _fraction,
     _image_size_option,
     _label_options,
@@ -28,6 +29,8 @@ from transferkit.cli.options import (
     _non_negative_int,
     _positive_int,
     _read_table,
+    _regularization,
+    _regularization_options,
     _table_options,
     _tune_thresholds,
 )
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     from transferkit.classifier import TransferClassifier
     from transferkit.data import DirectoryData
     from transferkit.history import Stage
+    from transferkit.training.regularization import Regularization
 
 __all__ = ["_add_lr_find", "_add_train", "_lr_find", "_train"]
 
@@ -59,6 +63,7 @@ def _add_train(subparsers: Any) -> argparse.ArgumentParser:
             _batch_size_option(),
             _table_options(),
             _label_options(),
+            _regularization_options(),
         ],
         help="train a classifier on a folder of images or a CSV table of them",
         description=(
@@ -129,6 +134,13 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         help="write TensorBoard logs of both stages to DIR (fine-tuning's epochs continue "
         "the head's); view them with `tensorboard --logdir DIR` (pip install tensorboard)",
     )
+    parser.add_argument(
+        "--checkpoint-dir",
+        type=_checkpoint_dir,
+        metavar="DIR",
+        help="save every epoch to DIR; run the same command again to resume an interrupted "
+        "run where it stopped (on every machine of a multi-process run: a shared folder)",
+    )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -136,6 +148,7 @@ def _train(args: argparse.Namespace) -> int:
 
     # Check everything cheap before reading the images, and those before training.
     spec, image_size, weights = _checked_setup(args)
+    regularization = _regularization(args)
     callbacks = _log_callbacks(args.log_dir)
     data = _training_data(args, image_size)
     multi_label = data.train.element_spec[1].shape.rank == 2  # multi-hot targets
@@ -154,11 +167,13 @@ def _train(args: argparse.Namespace) -> int:
         image_size=image_size,
         weights=weights,
         multi_label=multi_label,
+        pooling=args.pooling,
+        loss=args.loss,
     )
     # Keras' progress bar on a terminal; one line per epoch in a log file.
     verbose = 1 if sys.stdout.isatty() else 2
     if args.recipe:
-        _train_recipe(clf, data, args, verbose, callbacks)
+        _train_recipe(clf, data, args, verbose, callbacks, regularization)
     else:
         print("Training with fit(): finder, head, whole backbone fine-tuned", flush=True)
         clf.fit(
@@ -167,8 +182,11 @@ def _train(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             seed=args.seed,
             class_weight=args.class_weight,
+            regularization=regularization,
             callbacks=callbacks,
             verbose=verbose,
+            batch_size=args.batch_size,
+            checkpoint_dir=args.checkpoint_dir,
         )
     thresholds = _tune_thresholds(args, clf, data.validation)
     test = clf.evaluate(data.test) if data.test is not None else None
@@ -221,6 +239,10 @@ def _print_summary(
     """What was trained and written, one line each."""
     if args.class_weight is not None:
         summary.append(("class weight", str(args.class_weight)))
+    regularizers = _regularization(args).describe()
+    if regularizers is not None:
+        shown = ", ".join(f"{key} {value}" for key, value in regularizers.items() if value)
+        summary.append(("regularizers", shown))
     stages: tuple[tuple[Stage, str], ...] = (("head", "head"), ("fine_tune", "fine-tuning"))
     for stage, label in stages:
         if stage in clf.history.stages:
@@ -261,6 +283,7 @@ def _train_recipe(
     args: argparse.Namespace,
     verbose: int,
     callbacks: list[keras.callbacks.Callback],
+    regularization: Regularization,
 ) -> None:
     """The tutorial's two stages at its fixed settings (``--recipe``)."""
     from transferkit.backbones import freezing as _freezing
@@ -281,8 +304,11 @@ def _train_recipe(
         validation_data=data.validation,
         epochs=head_epochs,
         class_weight=args.class_weight,
+        regularization=regularization,
         callbacks=callbacks,
         verbose=verbose,
+        batch_size=args.batch_size,
+        checkpoint_dir=args.checkpoint_dir,
     )
     if unfreeze_from is None:
         return
@@ -298,8 +324,11 @@ def _train_recipe(
         validation_data=data.validation,
         epochs=tune_epochs,
         class_weight=args.class_weight,
+        regularization=regularization,
         callbacks=callbacks,
         verbose=verbose,
+        batch_size=args.batch_size,
+        checkpoint_dir=args.checkpoint_dir,
     )
 
 

@@ -30,11 +30,13 @@ import numpy as np
 
 from transferkit import _validation
 from transferkit.errors import DataError, InvalidArgumentError
+from transferkit.model.losses import ClassifierLoss, Kind
 
 __all__ = [
     "ClassWeight",
     "ClassWeightedCrossentropy",
     "ClassWeights",
+    "Kind",
     "check",
     "label_counts",
     "resolve",
@@ -42,8 +44,6 @@ __all__ = [
 
 #: The ``class_weight`` argument: None, ``"balanced"``, or ``{class name or index: weight}``.
 ClassWeight = Union[Literal["balanced"], Mapping[Union[str, int], float], None]  # noqa: UP007  # a runtime alias, documented by Sphinx
-
-Kind = Literal["sparse", "binary", "multi_label"]
 
 
 @dataclass(frozen=True)
@@ -221,8 +221,10 @@ def _balanced(
 
 
 @keras.saving.register_keras_serializable(package="transferkit")
-class ClassWeightedCrossentropy(keras.losses.Loss):
+class ClassWeightedCrossentropy(ClassifierLoss):
     """Cross-entropy on logits with a weight per class, as one loss for every head.
+
+    A :class:`~transferkit.model.losses.ClassifierLoss` whose class weights are required.
 
     Args:
         kind: ``"sparse"`` (one logit per class, integer labels), ``"binary"`` (one logit
@@ -232,7 +234,7 @@ class ClassWeightedCrossentropy(keras.losses.Loss):
             multi-label).
         negative: list of float. Multi-label only: the weight of each class's negatives.
         name: str. The loss name. Defaults to ``"class_weighted_crossentropy"``.
-        **kwargs: passed to :class:`keras.losses.Loss` (``reduction``, ``dtype``).
+        **kwargs: passed to :class:`~transferkit.model.losses.ClassifierLoss`.
     """
 
     def __init__(
@@ -243,43 +245,10 @@ class ClassWeightedCrossentropy(keras.losses.Loss):
         name: str = "class_weighted_crossentropy",
         **kwargs: Any,
     ) -> None:
-        super().__init__(name=name, **kwargs)
-        _validation.choice("kind", kind, ("sparse", "binary", "multi_label"))
         if (negative is None) == (kind == "multi_label"):
             msg = f"negative weights are given for multi_label only. Received: kind={kind!r}"
             raise InvalidArgumentError(msg)
-        self.kind = kind
-        self.positive = [float(w) for w in positive]
-        self.negative = None if negative is None else [float(w) for w in negative]
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        """The weighted per-image loss (Keras then averages it over the batch)."""
-        ops = keras.ops
-        logits = ops.cast(y_pred, "float32")
-        positive = ops.convert_to_tensor(self.positive, "float32")
-        if self.kind == "multi_label":
-            target = ops.cast(ops.reshape(y_true, ops.shape(logits)), "float32")
-            negative = ops.convert_to_tensor(self.negative, "float32")
-            terms = ops.binary_crossentropy(target, logits, from_logits=True)
-            weights = target * positive + (1.0 - target) * negative
-            return ops.mean(terms * weights, axis=-1)
-        labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
-        if self.kind == "binary":
-            terms = ops.binary_crossentropy(
-                ops.cast(labels, "float32"), ops.reshape(logits, (-1,)), from_logits=True
-            )
-        else:
-            terms = ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-        return terms * ops.take(positive, labels)
-
-    def get_config(self) -> dict[str, Any]:
-        """The constructor arguments, for saving."""
-        return {
-            **super().get_config(),
-            "kind": self.kind,
-            "positive": self.positive,
-            "negative": self.negative,
-        }
+        super().__init__(kind, positive=positive, negative=negative, name=name, **kwargs)
 
 
 def make_loss(kind: Kind, weights: ClassWeights | None) -> keras.losses.Loss:

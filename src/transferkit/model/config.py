@@ -12,11 +12,12 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from transferkit import _validation
-from transferkit.backbones.pooling import Pooling
+from transferkit.backbones.pooling import FEATURE_MAP_POOLINGS, Pooling
 from transferkit.backbones.spec import Backbone, ImageSize
 from transferkit.errors import InvalidArgumentError
+from transferkit.model.losses import LOSSES, LossName
 
-__all__ = ["DTYPE_POLICIES", "ClassifierConfig", "DtypePolicy"]
+__all__ = ["DTYPE_POLICIES", "ClassifierConfig", "DtypePolicy", "LossName"]
 
 #: A mixed-precision policy for the classifier's layers, or None for float32.
 DtypePolicy = Literal["mixed_float16", "mixed_bfloat16", None]
@@ -36,8 +37,11 @@ class ClassifierConfig:
         dtype_policy: the mixed-precision policy, or None for float32.
         multi_label: whether each class is an independent yes/no answer (one sigmoid
             logit per class) rather than one class per image.
-        pooling: how the backbone's output becomes one vector per image: ``"avg"`` for a
-            feature map, ``"cls"`` or ``"mean"`` for a transformer's tokens.
+        pooling: how the backbone's output becomes one vector per image: ``"avg"``,
+            ``"max"`` or ``"avgmax"`` for a feature map, ``"cls"`` or ``"mean"`` for a
+            transformer's tokens.
+        loss: the training loss: ``"crossentropy"``, or ``"focal"`` or ``"asymmetric"`` for
+            a sigmoid head (multi-label, or two classes); see :mod:`transferkit.model.losses`.
     """
 
     backbone: str
@@ -48,6 +52,7 @@ class ClassifierConfig:
     dtype_policy: DtypePolicy = None
     multi_label: bool = False
     pooling: Pooling = "avg"
+    loss: LossName = "crossentropy"
 
     @classmethod
     def create(
@@ -61,6 +66,7 @@ class ClassifierConfig:
         dtype_policy: object,
         multi_label: object = False,
         pooling: object = None,
+        loss: object = "crossentropy",
     ) -> ClassifierConfig:
         """Validates the constructor's arguments into a config; raises on the first bad one."""
         names = _validation.class_names(class_names)
@@ -82,6 +88,7 @@ class ClassifierConfig:
         rate = _validation.fraction("dropout", dropout, low_inclusive=True)
         _validation.choice("dtype_policy", dtype_policy, DTYPE_POLICIES)
         _validation.choice("multi_label", multi_label, (True, False))
+        _check_loss(loss, sigmoid=bool(multi_label) or count == 2)
         return cls(
             backbone=spec.name,
             num_classes=count,
@@ -91,6 +98,7 @@ class ClassifierConfig:
             dtype_policy=dtype_policy,  # type: ignore[arg-type]  # checked just above
             multi_label=bool(multi_label),
             pooling=_pooling(spec, pooling),
+            loss=loss,  # type: ignore[arg-type]  # checked above
         )
 
     def with_class_names(self, names: Sequence[str]) -> ClassifierConfig:
@@ -118,13 +126,24 @@ class ClassifierConfig:
             dtype_policy=data.get("dtype_policy"),
             multi_label=bool(data.get("multi_label", False)),
             pooling=data.get("pooling", "avg"),
+            loss=data.get("loss", "crossentropy"),
         )
 
 
 def _pooling(spec: Backbone, pooling: object) -> Pooling:
-    # A feature map is averaged; a token sequence is pooled by its class token or its mean.
+    # A feature map is averaged or maxed; a token sequence is pooled by its class token or mean.
     if pooling is None:
         return spec.pooling
-    fits = ("avg",) if spec.pooling == "avg" else ("cls", "mean")
+    fits = FEATURE_MAP_POOLINGS if spec.pooling in FEATURE_MAP_POOLINGS else ("cls", "mean")
     _validation.choice("pooling", pooling, fits)
     return pooling  # type: ignore[return-value]  # checked just above
+
+
+def _check_loss(loss: object, *, sigmoid: bool) -> None:
+    _validation.choice("loss", loss, tuple(LOSSES))
+    if loss != "crossentropy" and not sigmoid:
+        msg = (
+            f"The {loss} loss is for sigmoid heads: multi_label=True, or two classes. A "
+            f"softmax head over several classes trains with 'crossentropy'. Received: loss={loss!r}"
+        )
+        raise InvalidArgumentError(msg)

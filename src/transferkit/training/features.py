@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -30,6 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit import _backend
+from transferkit.data import sharding
 from transferkit.data.inputs import epoch_order
 from transferkit.errors import DataError
 from transferkit.training.options import Verbose
@@ -197,8 +199,8 @@ class CachedSplit:
 
     @property
     def steps(self) -> int:
-        """Batches in one pass over the split."""
-        return -(-len(self) // self.batch_size)
+        """Optimizer steps in one pass over the split (whole global batches when cut)."""
+        return sharding.steps_per_epoch(len(self), self.batch_size)
 
     @property
     def on_disk(self) -> bool:
@@ -223,21 +225,20 @@ class CachedSplit:
             A ``tf.data.Dataset`` of batches.
         """
         count = len(self)
-
-        def rows(view: tf.Tensor, order: tf.Tensor, batch_size: int) -> tf.data.Dataset:
-            indices = tf.data.Dataset.from_tensor_slices(order)
-            return indices.batch(batch_size).map(lambda batch: (view, batch))
+        batch_rows = sharding.row_batcher(self.batch_size)
 
         def shuffled(epoch: tf.Tensor) -> tf.data.Dataset:
             # A stateless shuffle: a shuffle op inside flat_map under a global seed repeats
             # the same order every epoch.
-            order = epoch_order(count, seed, epoch)
-            return rows(epoch % len(self.views), order, self.batch_size)
+            order = tf.data.Dataset.from_tensor_slices(epoch_order(count, seed, epoch))
+            view = epoch % len(self.views)
+            # Each process's share of every global batch, in a multi-process run.
+            return batch_rows(order).map(lambda rows: (view, rows))
 
-        if epochs is None:
+        if epochs is None:  # evaluation: every row, on every process
             batch_size = max(self.batch_size, _EVALUATION_ROWS)
-            in_order = tf.range(count, dtype=tf.int64)
-            batches = rows(tf.constant(0, tf.int64), in_order, batch_size=batch_size)
+            in_order = tf.data.Dataset.range(count).batch(batch_size)
+            batches = in_order.map(lambda rows: (tf.constant(0, tf.int64), rows))
         else:
             batches = tf.data.Dataset.range(first_epoch, first_epoch + epochs).flat_map(shuffled)
         return batches.map(self._load).prefetch(tf.data.AUTOTUNE)
@@ -304,6 +305,7 @@ class CachedFeatures:
         callbacks: Sequence[keras.callbacks.Callback],
         verbose: Verbose,
         seed: int = 0,
+        transform: Callable[[tf.data.Dataset], tf.data.Dataset] | None = None,
     ) -> keras.callbacks.History:
         """Trains the (compiled) head on the cached features.
 
@@ -318,6 +320,8 @@ class CachedFeatures:
             callbacks: Keras callbacks.
             verbose: Keras' progress output.
             seed: the shuffling seed (see :meth:`CachedSplit.dataset`).
+            transform: maps the training batches of ``(features, *targets)`` (MixUp of
+                the feature vectors); validation batches are never transformed.
 
         Returns:
             The Keras ``History`` of the run.
@@ -334,8 +338,9 @@ class CachedFeatures:
         validation = None if self.validation is None else self.validation.dataset()
         # fit() returns model.history, which the History callback sets on the full model.
         self.head.history = history
+        train = self.train.dataset(first_epoch=initial_epoch, epochs=epochs, seed=seed)
         self.head.fit(
-            self.train.dataset(first_epoch=initial_epoch, epochs=epochs, seed=seed),
+            train if transform is None else transform(train),
             validation_data=validation,
             initial_epoch=initial_epoch,
             epochs=initial_epoch + epochs,
@@ -345,6 +350,45 @@ class CachedFeatures:
             verbose=verbose,
         )
         return history
+
+
+class _Shares:
+    """Which batches this process computes the features of, and their exchange.
+
+    Alone, a process computes every batch. In a multi-process run, process ``i`` of ``n``
+    computes batches ``i``, ``i + n``, ...; then the processes exchange them, batch by batch
+    in order, so that every process holds the features of every image (each trains on its
+    rows of every global batch, which can be anywhere).
+    """
+
+    def __init__(self, columns: list[_Column]) -> None:
+        self.columns = columns
+        self.shard = _backend.data_shard()
+        self.computed: list[list[np.ndarray]] = [[] for _ in columns]
+
+    def computes(self, number: int) -> bool:
+        return self.shard is None or number % self.shard[1] == self.shard[0]
+
+    def add(self, view: int, features: np.ndarray) -> None:
+        if self.shard is None:
+            self.columns[view].append(features)
+        else:
+            self.computed[view].append(features)
+
+    def exchange(self, sizes: list[int], width: int) -> None:
+        """Every process's batches into the columns, in order (``sizes``: rows per batch)."""
+        if self.shard is None:
+            return
+        index, processes = self.shard
+        for view, column in enumerate(self.columns):
+            for first in range(0, len(sizes), processes):
+                # Equal shapes on every process: a batch padded to the largest, or zeros.
+                mine = np.zeros((max(sizes), width), np.float32)
+                if first + index < len(sizes):
+                    mine[: sizes[first + index]] = self.computed[view][first // processes]
+                everyone = _backend.gather_from_processes(mine)
+                for number in range(first, min(first + processes, len(sizes))):
+                    column.append(everyone[number - first, : sizes[number]])
 
 
 def _extract(
@@ -357,20 +401,24 @@ def _extract(
     name: str,
 ) -> CachedSplit:
     columns = [_Column(budget, f"{name}-view{view}") for view in range(views)]
+    shares = _Shares(columns)
     targets: list[list[np.ndarray]] = []
     batch_size = 0
-    for batch_images, *batch_targets in data:
+    for number, (batch_images, *batch_targets) in enumerate(data):
         # NumPy, not the tf.data tensor: JAX's predict_on_batch cannot take a TF tensor.
         images = np.asarray(batch_images)
-        for column in columns:
+        for view_index in range(views):
+            # Every process augments every batch, so that its random state stays in step.
             view = images if augmenter is None else augmenter.predict_on_batch(images)
-            features = extractor.predict_on_batch(view)
-            column.append(np.asarray(features, dtype=np.float32))
+            if shares.computes(number):
+                features = extractor.predict_on_batch(view)
+                shares.add(view_index, np.asarray(features, dtype=np.float32))
         targets.append([np.asarray(target) for target in batch_targets])
         batch_size = max(batch_size, len(images))
     if not targets:
         msg = f"{name} holds no images, so there is nothing to train on. Received: {name}=empty"
         raise DataError(msg)
+    shares.exchange([len(parts[0]) for parts in targets], extractor.pooling.output.shape[-1])
     return CachedSplit(
         views=[column.finish() for column in columns],
         targets=tuple(np.concatenate(parts) for parts in zip(*targets, strict=True)),

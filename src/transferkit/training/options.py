@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 
 import keras
 
@@ -18,13 +18,15 @@ from transferkit.errors import InvalidArgumentError
 from transferkit.model import class_weights as _class_weights
 from transferkit.training import checkpoints as _training
 from transferkit.training import discriminative, schedules
+from transferkit.training.regularization import Regularization
 
 __all__ = ["CacheOptions", "JitCompile", "LearningRate", "StageOptions", "Verbose"]
 
 Verbose = Literal["auto"] | int
 #: XLA compilation: True, False, or ``"auto"`` (Keras' choice: on GPUs only).
 JitCompile = bool | Literal["auto"]
-OptimizerFactory = Callable[[Any], keras.optimizers.Optimizer]
+#: Makes a stage's default optimizer from its rate (or schedule) and keyword options.
+OptimizerFactory = Callable[..., keras.optimizers.Optimizer]
 #: A learning rate, or a ``(low, high)`` pair spread over the backbone's blocks.
 LearningRate = float | tuple[float, float]
 
@@ -48,6 +50,7 @@ class StageOptions:
         checkpoint_dir: the checkpoint folder, or None.
         class_weight: None, ``"balanced"`` or a dict of class weights (see
             :mod:`transferkit.model.class_weights`).
+        regularization: the stage's regularizers (all off by default).
     """
 
     epochs: int
@@ -62,6 +65,7 @@ class StageOptions:
     schedule: schedules.Schedule = "constant"
     layer_decay: float | None = None
     class_weight: _class_weights.ClassWeight = None
+    regularization: Regularization = field(default_factory=Regularization)
 
     @property
     def discriminative(self) -> bool:
@@ -85,6 +89,7 @@ class StageOptions:
         layer_decay: object = None,
         by_block: bool = False,
         class_weight: object = None,
+        regularization: object = None,
     ) -> StageOptions:
         """Checks every option; raises on the first invalid one, before any work.
 
@@ -132,6 +137,14 @@ class StageOptions:
                     f"learning_rate={learning_rate!r}"
                 )
                 raise InvalidArgumentError(msg)
+        regularizers = Regularization.check(regularization)
+        if optimizer is not None and regularizers.ema is not None:
+            msg = (
+                "regularization.ema sets up the default optimizer's weight EMA; with your own "
+                "optimizer, create it with use_ema=True (and ema_momentum) instead. "
+                f"Received: optimizer={optimizer!r}, regularization={regularization!r}"
+            )
+            raise InvalidArgumentError(msg)
         _validation.choice("jit_compile", jit_compile, (True, False, "auto"))
         patience = _validation.optional_positive_int(
             "early_stopping",
@@ -153,6 +166,7 @@ class StageOptions:
             schedule=schedule,  # type: ignore[arg-type]  # checked above
             layer_decay=decay,
             class_weight=_class_weights.check(class_weight),
+            regularization=regularizers,
         )
 
 

@@ -10,7 +10,9 @@ as a :class:`Target`; it keeps the :class:`Outcome`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import keras
@@ -21,7 +23,7 @@ from transferkit import _backend
 from transferkit.backbones.spec import Backbone
 from transferkit.data import inputs as _inputs
 from transferkit.data.image_files import undecodable_files_named
-from transferkit.errors import InvalidArgumentError, TrainingDivergedError
+from transferkit.errors import InvalidArgumentError, TrainingDivergedError, TransferkitWarning
 from transferkit.history import Stage, TrainingHistory
 from transferkit.model import class_weights as _class_weights
 from transferkit.model.compile import compile_model
@@ -29,6 +31,7 @@ from transferkit.model.config import ClassifierConfig
 from transferkit.training import checkpoints as _checkpoints
 from transferkit.training import discriminative, schedules
 from transferkit.training import features as _features
+from transferkit.training import regularization as _regularization
 from transferkit.training.options import CacheOptions, OptimizerFactory, StageOptions
 
 __all__ = ["Outcome", "Target", "run"]
@@ -89,6 +92,7 @@ def run(
         cache: feature caching for the head stage; None trains the full model.
     """
     _backend.check_strategy_can_train(target.strategy)
+    cache = _check_regularization(options, validation, cache)
     if options.class_weight != "balanced":  # a dict is checked before any work
         _class_weights_for(target.config, options.class_weight, None)
     batches = train.in_order()  # one pass, for step counts, caching and file names
@@ -99,7 +103,7 @@ def run(
         return Outcome(history, None)
     fit = _Fit(target, options, safe, optimizer, history.next_epoch, validation)
     # A file damaged mid-way stops the run with a DataError naming it (checkpoints stay).
-    with undecodable_files_named(batches, validation):
+    with undecodable_files_named(batches, validation), _backend.local_batches():
         if cache is None or not cache.enabled:
             keras_history, weights = fit.full(train)
         else:
@@ -128,7 +132,25 @@ class _Fit:
         self.start = start  # after the epochs a resumed run already trained
         self.epochs = options.epochs - safe.completed
         self.validation = validation
-        self.callbacks = [*options.callbacks, *safe.callbacks]
+        self.regularization = options.regularization
+
+    def callbacks(self, evaluate: Callable[[], float]) -> list[keras.callbacks.Callback]:
+        """The user's and the safe run's callbacks, with the regularizers' in their places.
+
+        The EMA swap goes first (every other callback sees the averaged weights at an
+        epoch's end); the soup after early stopping (it replaces the best epoch's weights)
+        and before the checkpoint (which then saves the soup).
+        """
+        safe, size = self.safe, self.regularization.soup
+        first = [_regularization.EmaWeights(self.optimizer)] if self._ema else []
+        guards = [callback for callback in safe.callbacks if callback is not safe.checkpoint]
+        soup = [_regularization.EpochSoup(size, evaluate, lambda: safe.guard.diverged)]
+        last = [] if safe.checkpoint is None else [safe.checkpoint]
+        return [*first, *self.options.callbacks, *guards, *(soup if size > 1 else []), *last]
+
+    @property
+    def _ema(self) -> bool:
+        return _regularization.uses_ema(self.optimizer)
 
     def full(
         self, train: _inputs.TrainingData
@@ -139,15 +161,19 @@ class _Fit:
         epoch_data, steps = train.epochs(
             seed=self.safe.shuffle_seed, first_epoch=self.start, epochs=self.epochs
         )
-        self.safe.restore_random_state(self.target.model)
-        keras_history = self.target.model.fit(
+        epoch_data = _regularization.mix_batches(
+            epoch_data, self.regularization, self.target.config
+        )
+        model, validation = self.target.model, self.validation
+        self.safe.restore_random_state(model)
+        keras_history = model.fit(
             epoch_data,
             validation_data=self.validation,
             initial_epoch=self.start,
             epochs=self.start + self.epochs,
             steps_per_epoch=steps,
             shuffle=False,  # arrays are shuffled in the pipeline; datasets keep their order
-            callbacks=self.callbacks,
+            callbacks=self.callbacks(lambda: _loss(model.evaluate(validation, verbose=0))),
             verbose=self.options.verbose,
         )
         return keras_history, weights
@@ -179,13 +205,19 @@ class _Fit:
             )
             # Only now: caching augmented the images from the state the run started with.
             self.safe.restore_random_state(target.model)
+            head, cached = features.head, features.validation
             keras_history = features.fit(
                 target.model,
                 initial_epoch=self.start,
                 epochs=self.epochs,
-                callbacks=self.callbacks,
+                callbacks=self.callbacks(
+                    lambda: _loss(head.evaluate(cached and cached.dataset(), verbose=0))
+                ),
                 verbose=self.options.verbose,
                 seed=self.safe.shuffle_seed,
+                transform=lambda batches: _regularization.mix_batches(
+                    batches, self.regularization, target.config, features=True
+                ),
             )
         return keras_history, weights
 
@@ -206,10 +238,40 @@ class _Fit:
                 strategy=self.target.strategy,
                 jit_compile=self.options.jit_compile,
                 class_weights=weights,
+                label_smoothing=self.regularization.label_smoothing,
+                soft_targets=self.regularization.soft_targets,
             )
         if self.safe.checkpoint is not None:
             self.safe.checkpoint.class_weights = self.record(weights)
         return weights
+
+
+def _loss(results: Any) -> float:
+    # Keras' evaluate gives the loss alone, or the loss first and then the metrics.
+    return float(results[0] if isinstance(results, list) else results)
+
+
+def _check_regularization(
+    options: StageOptions, validation: tf.data.Dataset | None, cache: CacheOptions | None
+) -> CacheOptions | None:
+    """Refuses a soup without validation data; turns caching off for CutMix (with a warning)."""
+    regularization = options.regularization
+    if regularization.soup > 1 and validation is None:
+        msg = (
+            "regularization.soup averages the best epochs by their validation loss, so it "
+            f"needs validation_data. Received: soup={regularization.soup}, validation_data=None"
+        )
+        raise InvalidArgumentError(msg)
+    if regularization.cutmix and cache is not None and cache.enabled:
+        warnings.warn(
+            "CutMix mixes patches of images, and cached features have none: the head "
+            "stage trains on the full model (as cache_features=False), reading the images "
+            "every epoch.",
+            TransferkitWarning,
+            stacklevel=5,  # the user's fit_head call
+        )
+        return replace(cache, enabled=False)
+    return cache
 
 
 def _class_weights_for(
@@ -249,7 +311,10 @@ def _optimizer(
             total_steps = options.epochs * schedules.steps_per_epoch(train)
 
         def make(peak: float) -> keras.optimizers.Optimizer:
-            return default(schedules.make_schedule(options.schedule, peak, total_steps))
+            return default(
+                schedules.make_schedule(options.schedule, peak, total_steps),
+                **options.regularization.optimizer_options,
+            )
 
         # Its variables (the step counter, moments) must live under the model's strategy.
         with _backend.scope(target.strategy):
@@ -335,7 +400,12 @@ def _checkpoint_settings(
         "cache_features": None if cache is None else cache.enabled,
         "augmented_views": None if cache is None else cache.augmented_views,
         "class_weight": _describe(options.class_weight),
+        "regularization": options.regularization.describe(),
     }
+    # Settings added since 0.1 are left out at their defaults: older runs still resume.
+    for key, default in (("classifier.loss", "crossentropy"), ("regularization", None)):
+        if settings[key] == default:
+            del settings[key]
     # As JSON gives it back (tuples as lists, numbers as JSON numbers), to compare with a save.
     loaded: dict[str, Any] = json.loads(json.dumps(settings, default=str))
     return loaded
