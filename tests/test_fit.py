@@ -8,6 +8,7 @@ interrupted: with data in a fixed order and no dropout, both must end with the s
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from conftest import TINY_BACKBONE, separable_images
 from interruptions import InterruptAt, Interrupted
 from transferkit.data.splits import split_validation
 from transferkit.errors import DataError, InvalidArgumentError
+from transferkit.training import fit_choices, linear_probe
 from transferkit.training import fit_policy as _fit
 
 
@@ -121,8 +123,10 @@ def test_fit_records_every_decision_in_order(
         "head_learning_rate",
         "head_epochs",
         "head_epochs_run",
+        "head_probe",
         "unfreeze_from",
         "fine_tune_epochs",
+        *["fine_tune_race"] * len(fit_choices.RACE_FACTORS),
         "fine_tune_learning_rate",
         "fine_tune_epochs_run",
         "kept",
@@ -136,7 +140,9 @@ def test_fit_records_every_decision_in_order(
         "reason": "given",
     }
     rate = decisions["head_learning_rate"]["value"]
-    assert decisions["fine_tune_learning_rate"]["value"] == rate * _fit.FINE_TUNE_RATE_FACTOR
+    raced = [d["value"] for d in clf.history.decisions if d["name"] == "fine_tune_race"]
+    assert raced == pytest.approx([rate * factor for factor in fit_choices.RACE_FACTORS])
+    assert decisions["fine_tune_learning_rate"]["value"] in raced
 
 
 def test_fit_keeps_fine_tuning_only_if_it_beat_the_head_on_validation(
@@ -158,6 +164,16 @@ def test_fit_keeps_fine_tuning_only_if_it_beat_the_head_on_validation(
         assert clf.unfrozen_from is None
 
 
+def test_fit_refits_a_small_datasets_head_as_a_linear_probe(
+    fitted: tuple[tk.TransferClassifier, float],
+) -> None:
+    clf, _ = fitted
+    probe = next(d for d in clf.history.decisions if d["name"] == "head_probe")
+    assert probe["value"] in linear_probe.L2_GRID
+    # 48 training images, 4 of each class in validation: too few to choose by, so k-fold.
+    assert probe["reason"].startswith("L2 strength chosen by k-fold log-loss")
+
+
 def test_fit_decisions_are_saved_with_the_classifier(
     fitted: tuple[tk.TransferClassifier, float], tmp_path: Path
 ) -> None:
@@ -172,7 +188,7 @@ def test_fit_prints_one_line_per_decision(capsys: pytest.CaptureFixture[str]) ->
     clf = build()
     clf.fit((images, labels), learning_rate=1e-2, epochs=1, batch_size=4, verbose=2)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("fit: ")]
-    assert len(lines) == len(clf.history.decisions) == 9
+    assert len(lines) == len(clf.history.decisions) == 10 + len(fit_choices.RACE_FACTORS)
     assert lines[1] == "fit: head_learning_rate = 0.01 (given)"
 
 
@@ -221,7 +237,8 @@ def test_fit_resumed_mid_fine_tune_ends_as_an_uninterrupted_run(
     resumed = fit_run(tmp_path)
     assert resumed.history.epochs == uninterrupted.history.epochs
     assert resumed.history.decisions == uninterrupted.history.decisions
-    assert (tmp_path / _fit.FIT_STATE).is_file()  # the finder's rate, kept for the rerun
+    state = json.loads((tmp_path / _fit.FIT_STATE).read_text())  # kept for the rerun
+    assert set(state) == {"head_learning_rate", "fine_tune_race"}
     for got, want in zip(
         resumed.model.get_weights(), uninterrupted.model.get_weights(), strict=True
     ):

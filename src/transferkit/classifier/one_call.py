@@ -17,6 +17,7 @@ from transferkit.history import Stage, TrainingHistory
 from transferkit.model.class_weights import ClassWeight
 from transferkit.training import fit_policy, lr_finder
 from transferkit.training.options import Verbose
+from transferkit.training.regularization import Regularization
 
 __all__ = ["OneCallMethods"]
 
@@ -38,6 +39,7 @@ class OneCallMethods:
         seed: int = 0,
         checkpoint_dir: str | os.PathLike[str] | None = None,
         class_weight: ClassWeight = None,
+        regularization: Regularization | None = None,
     ) -> TrainingHistory:
         """The whole job in one call: head, unfreeze, fine-tune, with measured defaults.
 
@@ -46,13 +48,21 @@ class OneCallMethods:
            stratification, keeping every label in training).
         2. Trains the head (on cached features) with Adam at the :meth:`find_learning_rate`
            suggestion, a cosine schedule and about 150 optimizer steps, stopping early on
-           the validation loss and keeping the best epoch.
+           the validation loss and keeping the best epoch. With at most 4096 training
+           images, then refits the head as a linear probe: L2-regularized logistic
+           regression on the same frozen features, solved to convergence, its strength
+           chosen by the held-out log-loss (on the validation data, or by
+           cross-validation when that holds fewer than 5 images of a class): the head
+           alone that step 6 falls back to. Fine-tuning starts from the minibatch head.
         3. Unfreezes the whole backbone (BatchNormalization stays frozen).
-        4. Fine-tunes with Adam at the head's rate, a cosine schedule with warmup and about
-           80 optimizer steps, stopping early and keeping the best epoch.
-        5. Keeps the fine-tuned weights only if they beat the head alone on the validation
-           data (accuracy, AUC for multi-label, then the loss); otherwise the head stage's
-           weights come back and the backbone is frozen again.
+        4. Races fine-tuning's rate: the head's rate times 1, 3, 10 and 30 each train a
+           short run (a fifth of fine-tuning's steps) from the head's weights and are
+           scored on the validation data; every weight is put back after each.
+        5. Fine-tunes at the winning rate with Adam, a cosine schedule with warmup and
+           about 80 optimizer steps, stopping early and keeping the best epoch.
+        6. Keeps the fine-tuned weights only if they beat the head alone (the probe, on
+           small data) on the validation data (accuracy, AUC for multi-label, then the
+           loss); otherwise the head alone comes back and the backbone is frozen again.
 
         Budgets count optimizer steps, so they scale with the data. Every decision is
         recorded in ``history.decisions`` and printed unless ``verbose=0``; the
@@ -65,14 +75,16 @@ class OneCallMethods:
             validation_split: float in (0, 1). The fraction of each class held out when
                 there is no ``validation_data``. Defaults to 0.2.
             learning_rate: float. The head's rate instead of the finder's (fine-tuning's
-                follows it). Defaults to None.
+                candidates are multiples of it). Defaults to None.
             batch_size: int. Batch size for arrays and folders. Defaults to 32.
             callbacks: Keras callbacks, passed to both stages.
             verbose: Keras' progress output, and whether decisions are printed.
             seed: int. Seed of the validation split. Defaults to 0.
             checkpoint_dir: as for :meth:`fit_head`: run the same ``fit`` again with the
-                same folder to resume; the finder's suggestion is kept there too.
+                same folder to resume; the finder's suggestion and the race's result are
+                kept there too (``fit.json``), so a resumed run does not race again.
             class_weight: as for :meth:`fit_head`, in both stages. Defaults to None.
+            regularization: as for :meth:`fit_head`, in both stages. Defaults to None.
 
         Returns:
             :attr:`history`, with both stages' epochs and the decisions.
@@ -85,7 +97,7 @@ class OneCallMethods:
             self, data, validation_data=validation_data, epochs=epochs,
             validation_split=validation_split, learning_rate=learning_rate,
             batch_size=batch_size, callbacks=callbacks, verbose=verbose, seed=seed,
-            checkpoint_dir=checkpoint_dir, class_weight=class_weight,
+            checkpoint_dir=checkpoint_dir, class_weight=class_weight, regularization=regularization,
         )  # fmt: skip
 
     def find_learning_rate(

@@ -10,35 +10,53 @@ The rules (``docs/transfer_quality.rst`` has the measurements behind each):
    ``learning_rate`` is given), a cosine schedule with warmup, an epoch budget of about
    :data:`HEAD_STEPS` optimizer steps, early stopping on the validation loss with the best
    epoch's weights restored.
+   **Linear probe.** With at most :data:`~transferkit.training.fit_choices.PROBE_MAX_IMAGES`
+   training images, the head is then refitted as L2-regularized logistic regression on the
+   same frozen features (:mod:`~transferkit.training.linear_probe`: full-batch L-BFGS, the
+   strength chosen by the held-out log-loss, on the validation split or, when it holds
+   fewer than 5 images of a class, by cross-validation). That is the head alone fit()
+   falls back to (step 6): the minibatch head with early stopping on a few validation
+   images is not regularized. Fine-tuning starts from the minibatch head, whose larger
+   weights pass the backbone larger gradients (from the probe it measured worse).
 3. **Unfreeze** the whole backbone; BatchNormalization stays frozen (inference mode).
-4. **Fine-tune** with Adam at the head's rate times :data:`FINE_TUNE_RATE_FACTOR`, one
-   rate for every block (discriminative spreads measured worse on the benchmark), a
-   cosine schedule with warmup (the warmup spares the pretrained features the first large
-   steps), an epoch budget of about :data:`FINE_TUNE_STEPS` steps (``epochs`` overrides it),
-   early stopping on the validation loss with the best weights restored.
+4. **Fine-tuning's rate is raced** (:mod:`~transferkit.training.rate_race`): each of the
+   head's rate times :data:`~transferkit.training.fit_choices.RACE_FACTORS` trains a short
+   run from the minibatch head's weights (Adam, cosine with warmup, the same batches,
+   :data:`~transferkit.training.fit_choices.RACE_FRACTION` of fine-tuning's steps), is
+   scored on the validation data (metric, then loss; a diverged run scores lowest), and
+   every weight is put back; the best rate wins (the lower of equal ones). The head's rate
+   is no sure guide to fine-tuning's: the best fine-tuning rate was near it on digits and
+   several times above it on another task and backbone family (issue 21).
+5. **Fine-tune** at the race's rate with Adam, one rate for every block (discriminative
+   spreads measured worse on the benchmark), a cosine schedule with warmup (the warmup
+   spares the pretrained features the first large steps), an epoch budget of about
+   :data:`FINE_TUNE_STEPS` steps (``epochs`` overrides it), early stopping on the validation
+   loss with the best weights restored, from the minibatch head's weights.
 
-5. **Never worse than the head alone.** The validation score after the head stage is kept;
-   fine-tuning's weights stay only if they beat it (accuracy, or AUC for multi-label, then
-   the loss), else the head's weights come back and the backbone is frozen again.
+6. **Never worse than the head alone.** The validation score of the head alone (the probe
+   on small data) is kept; fine-tuning's weights stay only if they beat it (accuracy, or AUC
+   for multi-label, then the loss), else the head alone's weights come back and the
+   backbone is frozen again.
 
 Budgets count optimizer steps, not epochs, so they scale with the data: a small dataset
 gets more epochs, a large one fewer. Every decision is recorded in
 ``clf.history.decisions`` (saved with the history and in checkpoints) and printed, one line
-each, when ``verbose`` is not 0. With ``checkpoint_dir``, the finder's suggestion is stored
-in ``fit.json`` there, so a resumed run trains at the rate the interrupted one found.
+each, when ``verbose`` is not 0. With ``checkpoint_dir``, the finder's suggestion and the
+race's candidates and winner are stored in ``fit.json`` there (by process 0), so a resumed
+run trains at the rates the interrupted one chose without racing again.
 
 :func:`fit` drives the classifier through its public methods only (``find_learning_rate``,
-``fit_head``, ``unfreeze``, ``fine_tune``), as :class:`Trainable` states: the classifier keeps
+``fit_head``, ``unfreeze``, ``fine_tune``), as :class:`Trainable` states; the probe and the
+race (:mod:`~transferkit.training.fit_choices`) read its public ``model``, ``backbone``,
+``config`` and ``strategy`` and change nothing but the model's weights. The classifier keeps
 owning its state, and this module keeps the policy.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 import keras
@@ -53,8 +71,9 @@ from transferkit.history import TrainingHistory
 from transferkit.model import class_weights as _class_weights
 from transferkit.model.class_weights import ClassWeight
 from transferkit.model.protocol import ClassifierLike
-from transferkit.training import schedules
+from transferkit.training import fit_choices, schedules
 from transferkit.training.options import Verbose
+from transferkit.training.regularization import Regularization
 
 __all__ = ["Trainable", "fit", "patience", "stage_epochs"]
 
@@ -64,12 +83,10 @@ HEAD_STEPS = 150
 FINE_TUNE_STEPS = 80
 #: Fewest epochs a budget comes to; most for the head and for fine-tuning.
 MIN_EPOCHS, MAX_HEAD_EPOCHS, MAX_FINE_TUNE_EPOCHS = 3, 100, 30
-#: Fine-tuning's peak rate over the head stage's.
-FINE_TUNE_RATE_FACTOR = 1.0
 #: Early-stopping patience: this fraction of the stage's epoch budget, at least MIN_PATIENCE.
 PATIENCE_FRACTION, MIN_PATIENCE = 0.5, 3
-#: Where fit() keeps its own state (the finder's suggestion) in ``checkpoint_dir``.
-FIT_STATE = "fit.json"
+#: Where fit() keeps its own state (the finder's suggestion, the race) in ``checkpoint_dir``.
+FIT_STATE = fit_choices.FitState.NAME
 
 
 class Trainable(ClassifierLike, Protocol):
@@ -126,6 +143,7 @@ def fit(
     seed: int,
     checkpoint_dir: str | os.PathLike[str] | None,
     class_weight: ClassWeight,
+    regularization: Regularization | None = None,
 ) -> TrainingHistory:
     """Runs :meth:`transferkit.TransferClassifier.fit`; its arguments are documented there."""
     if epochs is not None:
@@ -137,6 +155,7 @@ def fit(
     seed = _validation.non_negative_int("seed", seed)
     _validation.choice("verbose", verbose, ("auto", 0, 1, 2))
     class_weight = _class_weights.check(class_weight)
+    regularization = Regularization.check(regularization)
 
     decide = _Decisions(classifier, verbose)
     train, validation = _split(
@@ -150,12 +169,17 @@ def fit(
         "verbose": verbose,
         "checkpoint_dir": checkpoint_dir,
         "class_weight": class_weight,
+        "regularization": regularization,
     }
     head_rate = _train_head(classifier, train, learning_rate, checkpoint_dir, steps, common, decide)
-    # Never worse than the head alone: fine-tuning's weights are kept only if they score better.
-    head_score = _score(classifier, validation, batch_size)
-    head_weights = classifier.model.get_weights()
-    _fine_tune(classifier, train, head_rate, epochs, steps, common, decide)
+    # Never worse than the head alone (the probe, on small data): fine-tuning's weights are
+    # kept only if they score better.
+    head_score, head_weights = fit_choices.probe_head(
+        classifier, train, validation, batch_size=batch_size, steps_per_epoch=steps,
+        class_weight=class_weight, score=lambda: _score(classifier, validation, batch_size),
+        decide=decide,
+    )  # fmt: skip
+    _fine_tune(classifier, train, head_rate, epochs, steps, common, decide, seed)
     tuned_score = _score(classifier, validation, batch_size)
     if tuned_score > head_score:
         decide("kept", "fine_tuned", f"validation {_show(tuned_score)} > head {_show(head_score)}")
@@ -232,6 +256,7 @@ def _fine_tune(
     steps: int,
     common: dict[str, Any],
     decide: _Decisions,
+    seed: int,
 ) -> None:
     classifier.unfreeze(None)
     decide("unfreeze_from", 0, "the whole backbone, BatchNormalization frozen")
@@ -244,11 +269,16 @@ def _fine_tune(
         else f"about {FINE_TUNE_STEPS} steps of {steps} per epoch, cosine, "
         f"early stopping after {patience(tune_epochs)} without a lower validation loss",
     )
-    rate = head_rate * FINE_TUNE_RATE_FACTOR
+    rate = fit_choices.race_fine_tune_rate(
+        classifier, train, common["validation_data"], base_rate=head_rate,
+        total_steps=tune_epochs * steps, batch_size=common["batch_size"], seed=seed,
+        state=fit_choices.FitState(common["checkpoint_dir"]), decide=decide,
+    )  # fmt: skip
     decide(
         "fine_tune_learning_rate",
         rate,
-        f"Adam, one rate for every block; the head's rate x {FINE_TUNE_RATE_FACTOR:g}",
+        f"Adam, one rate for every block; the race's best of the head's rate x "
+        f"{', '.join(f'{factor:g}' for factor in fit_choices.RACE_FACTORS)}",
     )
     # Adam rather than the recipe's RMSprop; its variables live under the model's strategy.
     with _backend.scope(classifier.strategy):
@@ -273,18 +303,14 @@ def _head_rate(
 ) -> tuple[float, str]:
     if learning_rate is not None:
         return learning_rate, "given"
-    state_file = None if checkpoint_dir is None else Path(checkpoint_dir) / FIT_STATE
-    if state_file is not None and state_file.is_file():
-        rate = float(json.loads(state_file.read_text())["head_learning_rate"])
-        return rate, f"learning-rate finder, as found before in {FIT_STATE}"
+    state = fit_choices.FitState(checkpoint_dir)
+    stored = state.get("head_learning_rate")
+    if stored is not None:
+        return float(stored), f"learning-rate finder, as found before in {FIT_STATE}"
     found = classifier.find_learning_rate(train, stage="head", batch_size=common["batch_size"])
     rate = float(found.suggestion)
     # Every process finds the same rate from the same batches; process 0 alone writes it.
-    if state_file is not None and _backend.is_process_zero():
-        state_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = state_file.with_name(f".partial-{FIT_STATE}")
-        partial.write_text(json.dumps({"head_learning_rate": rate}))
-        os.replace(partial, state_file)
+    state.put("head_learning_rate", rate)
     return rate, "learning-rate finder (valley) on the head"
 
 

@@ -172,7 +172,7 @@ class _Sweep(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class _Wrapper(keras.Model):
+class TrainingWrapper(keras.Model):
     """Calls the model in training mode; compiled and fit in its place, sharing its layers."""
 
     def __init__(self, model: keras.Model) -> None:
@@ -227,8 +227,9 @@ def find_learning_rate(
         min_lr, decay_steps=steps - 1, decay_rate=rates[-1] / min_lr
     )
     sweep = _Sweep(rates)
-    with _restored(model.variables):
-        wrapper = _Wrapper(model)
+    # Every process sweeps the same batches (a duplicated batch has the same mean loss).
+    with restored(model.variables), _backend.local_batches():
+        wrapper = TrainingWrapper(model)
         wrapper.compile(optimizer=make_optimizer(schedule), loss=loss, jit_compile=jit_compile)
         # One batch per epoch: an epoch's logged loss is then that batch's loss alone.
         wrapper.fit(
@@ -249,7 +250,7 @@ def find_learning_rate(
 
 
 @contextlib.contextmanager
-def _restored(variables: Sequence[keras.Variable]) -> Iterator[None]:
+def restored(variables: Sequence[keras.Variable]) -> Iterator[None]:
     # Puts every value back on the way out, also when the sweep raises.
     saved = [variable.numpy() for variable in variables]
     try:
@@ -318,7 +319,7 @@ def sweep_stage(
     augment = any(layer.name == "augmentation" for layer in model.layers)
     with (
         _backend.scope(target.strategy),
-        _restored(model.variables),  # augmenting the cached images draws random numbers
+        restored(model.variables),  # augmenting the cached images draws random numbers
         _features.cache_features(
             model, target.backbone, train, None, views=1, augment=augment
         ) as cached,
