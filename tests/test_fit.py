@@ -267,3 +267,17 @@ def test_multi_hot_split_keeps_a_label_of_one_image_in_training() -> None:
         assert (train_y.sum(axis=0) > 0).all()
     with pytest.raises(DataError, match="too few to hold any out"):
         split_validation(np.arange(2), np.array([[1, 0], [0, 1]]), 0.2, seed=0)
+
+
+@pytest.mark.slow
+def test_fit_keeps_the_probe_without_fine_tuning_when_a_class_has_one_validation_image() -> None:
+    images, labels = separable_images(30, num_classes=3, seed=4)
+    held_images, held_labels = separable_images(3, num_classes=3, seed=5)  # one of each
+    clf = build()
+    clf.fit((images, labels), validation_data=(held_images, held_labels), batch_size=8, verbose=0)
+    kept = [d for d in clf.history.decisions if d["name"] == "kept"]
+    assert [d["value"] for d in kept] == ["head"]
+    assert kept[0]["reason"] == "fine-tuning skipped: 1 validation image(s) in a class"
+    assert "fine_tune" not in clf.history.stages
+    assert clf.unfrozen_from is None
+    assert not any(d["name"] == "fine_tune_learning_rate" for d in clf.history.decisions)

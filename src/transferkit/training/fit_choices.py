@@ -83,7 +83,7 @@ def probe_head(
     class_weight: _class_weights.ClassWeight,
     score: Callable[[], Score],
     decide: Decide,
-) -> tuple[Score, list[np.ndarray]]:
+) -> tuple[Score, list[np.ndarray], int | None]:
     """The head alone: a linear probe when there are at most PROBE_MAX_IMAGES images.
 
     The probe is the head fit() falls back to; the model is left with the minibatch head,
@@ -102,12 +102,13 @@ def probe_head(
         decide: records a decision.
 
     Returns:
-        The validation score of the head alone, and the model's weights with it.
+        The validation score of the head alone, the model's weights with it, and the
+        validation images of the rarest class (None when the probe was skipped: much data).
     """
     head_score = score()
     if steps_per_epoch * batch_size > PROBE_MAX_IMAGES:
         decide("head_probe", "skipped", f"over {PROBE_MAX_IMAGES} training images")
-        return head_score, classifier.model.get_weights()
+        return head_score, classifier.model.get_weights(), None
     wanted = expected(classifier)
     batches = resolve.labeled(train, wanted, batch_size=batch_size, in_order=True).dataset
     held = resolve.labeled(validation, wanted, batch_size=batch_size, name="validation_data")
@@ -120,8 +121,9 @@ def probe_head(
         assert cached.validation is not None  # validation was given
         if len(cached.train) > PROBE_MAX_IMAGES:  # a dataset of larger batches
             decide("head_probe", "skipped", f"over {PROBE_MAX_IMAGES} training images")
-            return head_score, classifier.model.get_weights()
+            return head_score, classifier.model.get_weights(), None
         probe = _fit_probe(classifier, cached, class_weight)
+        rarest = linear_probe.smallest_class(cached.validation.targets[0], _kind(classifier))
     logits = classifier.model.get_layer("logits")
     minibatch = logits.get_weights()
     logits.set_weights([probe.kernel.reshape(minibatch[0].shape), probe.bias])
@@ -135,7 +137,14 @@ def probe_head(
         f"L2 strength chosen by {probe.held_out} log-loss; validation {_show(probe_score)}, "
         f"the minibatch head's {_show(head_score)}",
     )
-    return probe_score, weights
+    return probe_score, weights, rarest
+
+
+def _kind(classifier: ClassifierLike) -> _class_weights.Kind:
+    config = classifier.config
+    if config.multi_label:
+        return "multi_label"
+    return "binary" if config.num_classes == 2 else "sparse"
 
 
 def _fit_probe(
@@ -158,9 +167,7 @@ def _fit_probe(
         multi_label=config.multi_label,
         counts=counts,
     )
-    kind: _class_weights.Kind = (
-        "multi_label" if config.multi_label else "binary" if config.num_classes == 2 else "sparse"
-    )
+    kind = _kind(classifier)
     return linear_probe.fit_probe(
         (cached.train.views[0], labels),
         (cached.validation.views[0], cached.validation.targets[0]),

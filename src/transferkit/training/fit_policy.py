@@ -87,6 +87,9 @@ MIN_EPOCHS, MAX_HEAD_EPOCHS, MAX_FINE_TUNE_EPOCHS = 3, 100, 30
 PATIENCE_FRACTION, MIN_PATIENCE = 0.5, 3
 #: Where fit() keeps its own state (the finder's suggestion, the race) in ``checkpoint_dir``.
 FIT_STATE = fit_choices.FitState.NAME
+#: Fewest validation images of a class (positives of a label) that fine-tuning is judged on;
+#: with fewer, fit() keeps the linear probe and does not fine-tune.
+MIN_VALIDATION_TO_FINE_TUNE = 2
 
 
 class Trainable(ClassifierLike, Protocol):
@@ -174,11 +177,16 @@ def fit(
     head_rate = _train_head(classifier, train, learning_rate, checkpoint_dir, steps, common, decide)
     # Never worse than the head alone (the probe, on small data): fine-tuning's weights are
     # kept only if they score better.
-    head_score, head_weights = fit_choices.probe_head(
+    head_score, head_weights, rarest = fit_choices.probe_head(
         classifier, train, validation, batch_size=batch_size, steps_per_epoch=steps,
         class_weight=class_weight, score=lambda: _score(classifier, validation, batch_size),
         decide=decide,
     )  # fmt: skip
+    if rarest is not None and rarest < MIN_VALIDATION_TO_FINE_TUNE:
+        # One validation image a class cannot tell a good fine-tune from a destructive one.
+        classifier.model.set_weights(head_weights)
+        decide("kept", "head", f"fine-tuning skipped: {rarest} validation image(s) in a class")
+        return classifier.history
     _fine_tune(classifier, train, head_rate, epochs, steps, common, decide, seed)
     tuned_score = _score(classifier, validation, batch_size)
     if tuned_score > head_score:

@@ -192,13 +192,18 @@ class _Problem:
         return self.positive[None, :], negative[None, :]
 
 
-def _enough_held_out(targets: np.ndarray, kind: Kind) -> bool:
+def smallest_class(targets: np.ndarray, kind: Kind) -> int:
+    """Images of the rarest class present (positives of the rarest label, multi-label)."""
     if kind == "multi_label":  # positives of each label
         counts = np.asarray(targets).reshape(len(targets), -1).sum(axis=0)
     else:
         counts = np.bincount(np.asarray(targets).reshape(-1).astype(np.int64))
         counts = counts[counts > 0] if counts.size else counts
-    return bool(counts.size) and int(counts.min()) >= MIN_HELD_OUT_PER_CLASS
+    return int(counts.min()) if counts.size else 0
+
+
+def _enough_held_out(targets: np.ndarray, kind: Kind) -> bool:
+    return smallest_class(targets, kind) >= MIN_HELD_OUT_PER_CLASS
 
 
 def _folds(targets: np.ndarray, kind: Kind, seed: int) -> np.ndarray:
