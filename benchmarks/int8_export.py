@@ -1,12 +1,12 @@
 """Full-integer TFLite against float TFLite: file size and accuracy on the digits transfer task.
 
-Reuses ``transfer_quality.py``'s task: scikit-learn's bundled digits (nothing is downloaded),
-upsampled to 32x32 RGB; a backbone pretrained on digits 0-4 and transferred to digits 5-9
-with 100 training images per class. The pretraining is plain Keras, as ``examples/digits.py``
-does it: the backbone with its preprocessing in front and a throwaway head behind, everything
-trained, BatchNormalization included, whose statistics are then set from the pretraining
-images. For each seed, one classifier is trained from those weights (head, then the whole
-backbone fine-tuned, BatchNormalization frozen) and exported as:
+Reuses the digits task of ``quality_tasks.py`` (``transfer_quality.py``'s): scikit-learn's
+bundled digits (nothing is downloaded), upsampled to 32x32 RGB; a backbone pretrained on digits
+0-4 and transferred to digits 5-9 with 100 training images per class. The pretraining is plain
+Keras, as ``examples/digits.py`` does it: the backbone with its preprocessing in front and a
+throwaway head behind, everything trained, BatchNormalization included, whose statistics are
+then set from the pretraining images. For each seed, one classifier is trained from those
+weights (head, then the whole backbone fine-tuned, BatchNormalization frozen) and exported as:
 
 * ``float``: ``format="tflite"``, float32 weights and activations;
 * ``dynamic_range``: ``quantize="dynamic_range"``, int8 weights;
@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import tensorflow as tf
-from transfer_quality import digit_images, transfer_split
+from quality_tasks import digit_images, transfer_split
 
 import transferkit as tk
 from transferkit.backbones.freezing import batch_norm_layers

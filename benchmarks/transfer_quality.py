@@ -1,260 +1,250 @@
-"""Transfer quality on a real task that ships offline: handwritten digits 0-4 → 5-9.
+"""Transfer quality in every regime: few images, many, multi-label, on two offline tasks.
 
-The task is built from scikit-learn's bundled handwritten digits (``load_digits``: 1,797
-images of 8x8 pixels, 0-16): nothing is downloaded.
+Tasks, regimes and pretraining are in ``quality_tasks.py`` (digits 0-4 → 5-9 from
+scikit-learn's bundled digits; rendered textures, five source kinds → five others); nothing is
+downloaded. Per regime and seed, every method gets the same training images and is scored on
+the same test images (40 per class, held out first): accuracy, or macro ROC AUC for
+multi-label. Methods, each on a fresh classifier built with ``weights=<pretrained file>``:
 
-1. **Pretraining.** A registry backbone (MobileNetV2 by default) with ``weights=None`` is
-   trained on digits 0-4 (the whole backbone, BatchNormalization included), and its
-   BatchNormalization statistics are then set from the pretraining images, so that the
-   backbone is sound in inference mode, as pretrained weights are. Its weights are saved with
-   ``clf.backbone.save_weights`` and used by every classifier below as ``weights=<path>``.
-   The pretraining accuracy (on held-out 0-4 images, inference mode) is reported.
-2. **Transfer** to digits 5-9 (labels 0-4): for each seed, 100 training images per class,
-   drawn at random; every other 5-9 image is the test set (about 396). Images are upsampled
-   to the image size (bilinear), made RGB, with pixels in 0-255 as transferkit expects.
-   Every method sees the same 500 training images and nothing else: the recipe and the
-   ceilings train on all 500 (they use no validation data); ``fit()`` gets the 500 without
-   ``validation_data`` and splits its own validation set off them. No augmentation (flips
-   and rotations change digits).
-
-Methods, each on a fresh classifier, test accuracy and wall time per seed:
-
-* ``recipe``: the tutorial's settings: ``fit_head`` (Adam 1e-4, 10 epochs), unfreeze from the
-  recipe's fraction of the layers (100 of MobileNetV2's 154), ``fine_tune`` (RMSprop 1e-5,
+* ``recipe``: the tutorial's settings: ``fit_head`` (Adam 1e-4, 10 epochs), ``unfreeze`` from
+  the recipe's fraction of the layers (100 of MobileNetV2's 154), ``fine_tune`` (RMSprop 1e-5,
   10 epochs).
-* ``fit``: ``clf.fit(images, labels)`` at its defaults.
-* ``linear_head`` ceiling: the head alone, a sweep of Adam rates x epochs; the best mean
-  test accuracy (chosen on the test set, so an upper bound for a head).
-* ``full_fine_tune`` ceiling: the best linear head, then the whole backbone unfrozen
-  (``unfreeze(None)``, BatchNormalization frozen) and fine-tuned with Adam, a sweep of rates
-  x epochs, the best mean test accuracy (also chosen on the test set).
+* ``fit``: ``clf.fit(train)`` at its defaults (it holds its own validation split out).
+* ``fit[LABEL]``: ``clf.fit(train, **kwargs)`` for each ``--fit-kwargs JSON --label LABEL``.
+* ``probe``: logistic regression (scikit-learn) on the frozen backbone's pooled features,
+  standardized, C (1e-4, 1e-3, ..., 1) chosen by stratified 3-fold cross-validation on the
+  training images (log loss; for multi-label one probe per class, by ROC AUC).
+* ``parts`` (multi-label only): the probe trained on the halves of the training images (one
+  digit each, single-label), applied to both halves of each test image; a class's score is
+  ``1 - (1 - p_left) (1 - p_right)``. What multi-label should approach.
+* ``sweep`` (the best hand-tuned fine-tune, a ceiling): a head (Adam 3e-3, cosine, about
+  150 steps on cached features), then the whole backbone (BatchNormalization frozen) with
+  Adam and a cosine schedule with warmup, at each rate of ``--sweep-rates`` for each multiple
+  of ``--sweep-lengths`` of 0.1's fine-tuning budget (about 80 steps, 3 to 30 epochs). The
+  first seed tries every cell, the other seeds the first seed's best (``--full-sweep``: every
+  cell on every seed, the best mean); chosen on test scores, so an upper bound.
 
-See ``benchmarks/README.md`` and ``docs/transfer_quality.rst``.
+    python benchmarks/transfer_quality.py                        # digits regimes, seeds 0 1 2
+    python benchmarks/transfer_quality.py --quick --regime digits-multilabel   # smoke run
+    python benchmarks/transfer_quality.py --methods fit --label ema \\
+        --fit-kwargs '{"regularization": {"tk.Regularization": {"ema": true}}}'
+    python benchmarks/transfer_quality.py --table benchmarks/results/transfer-quality-regimes.json
+
+See ``docs/transfer_quality.rst``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
+import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras
 import numpy as np
 import tensorflow as tf
-from sklearn.datasets import load_digits
+from quality_tasks import (
+    REGIMES,
+    Arrays,
+    Regime,
+    Task,
+    compose_pairs,
+    make_task,
+    pretrain_backbone,
+    regime_split,
+)
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 import transferkit as tk
-from transferkit.backbones.freezing import batch_norm_layers
+from transferkit.errors import TransferkitWarning
 
-Arrays = tuple[np.ndarray, np.ndarray]
+__all__ = ["main", "table"]
+
 RECIPE_FRACTION = 100 / 154  # the recipe unfreezes MobileNetV2 from layer 100 of 154
+BUDGET_STEPS, MIN_EPOCHS, MAX_EPOCHS = 80, 3, 30  # 0.1's fine-tuning budget
+HEAD_STEPS, HEAD_RATE = 150, 3e-3  # the sweep's head
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-# ---------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class Setup:
+    """One regime on one seed: what every method gets."""
+
+    regime: Regime
+    args: argparse.Namespace
+    weights: str
+    train: Arrays
+    test: Arrays
+    seed: int
+    parts: tuple[Arrays, Arrays] | None = None  # training and test halves (multi-label)
 
 
-def digit_images(classes: range, size: int) -> Arrays:
-    """The digits of ``classes`` as RGB images of ``size`` pixels (0-255), labels from 0."""
-    digits = load_digits()
-    keep = np.isin(digits.target, list(classes))
-    images = digits.images[keep].astype("float32")[..., None] * (255.0 / 16.0)
-    images = tf.image.resize(images, (size, size), method="bilinear").numpy()
-    labels = (digits.target[keep] - classes.start).astype("int32")
-    return np.repeat(np.clip(images, 0, 255), 3, axis=-1), labels
+# ---------------------------------------------------------------------- scoring
 
 
-def transfer_split(
-    images: np.ndarray, labels: np.ndarray, per_class: int, seed: int
-) -> tuple[Arrays, Arrays]:
-    """``per_class`` training images of each class drawn at random; the rest is the test set."""
-    rng = np.random.default_rng(seed)
-    train = np.concatenate(
-        [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
-    )
-    train = rng.permutation(train)
-    test = np.setdiff1d(np.arange(len(labels)), train)
-    return (images[train], labels[train]), (images[test], labels[test])
+def score(model: keras.Model, setup: Setup) -> float:
+    """Test accuracy, or macro ROC AUC for multi-label (logits rank as probabilities do)."""
+    logits = model.predict(setup.test[0], batch_size=256, verbose=0)
+    if setup.regime.multi_label:
+        return float(roc_auc_score(setup.test[1], logits, average="macro"))
+    return float(np.mean(np.argmax(logits, -1) == setup.test[1]))
 
 
-# ---------------------------------------------------------------------- pretraining
-
-
-def pretrain(args: argparse.Namespace, path: str) -> dict[str, Any]:
-    """Trains the backbone on digits 0-4 and saves its weights; returns its accuracy."""
-    images, labels = digit_images(range(0, 5), args.image_size)
-    rng = np.random.default_rng(1234)
-    order = rng.permutation(len(labels))
-    held_out, train = order[:200], order[200:]
-    keras.utils.set_random_seed(1234)
-    clf = tk.TransferClassifier(
-        args.backbone,
+def new_classifier(setup: Setup, image_size: Any = None) -> tk.TransferClassifier:
+    keras.utils.set_random_seed(setup.seed)
+    return tk.TransferClassifier(
+        setup.args.backbone,
         num_classes=5,
-        image_size=args.image_size,
-        weights=None,
-        augmentation=None,
+        image_size=image_size or setup.test[0].shape[1:3],
+        weights=setup.weights,
+        augmentation=None,  # flips and rotations change digits
+        multi_label=setup.regime.multi_label,
     )
-    # Everything trains, BatchNormalization too: from random weights it must learn its
-    # statistics (frozen at their initial values, a deep network's activations saturate).
-    clf.backbone.trainable = True
-    for layer in clf.backbone.layers:
-        layer.trainable = True
-    clf.model.compile(
-        optimizer=keras.optimizers.Adam(args.pretrain_lr),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+
+
+def timed(run: Callable[[Setup], dict[str, Any]], setup: Setup) -> dict[str, Any]:
     started = time.perf_counter()
-    history = clf.model.fit(
-        images[train], labels[train], epochs=args.pretrain_epochs, batch_size=32, verbose=0
-    )
-    # A few hundred steps leave the moving statistics far from the batch statistics the
-    # network was trained with; set them from all training images at once.
-    layers = batch_norm_layers(clf.backbone)
-    momentums = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = 0.0
-    clf.model(images[train], training=True)
-    for layer, momentum in zip(layers, momentums, strict=True):
-        layer.momentum = momentum
-    seconds = time.perf_counter() - started
-    _, accuracy = clf.model.evaluate(images[held_out], labels[held_out], verbose=0)
-    clf.backbone.save_weights(path)
-    return {
-        "epochs": args.pretrain_epochs,
-        "learning_rate": args.pretrain_lr,
-        "train_accuracy": float(history.history["accuracy"][-1]),
-        "held_out_accuracy": float(accuracy),
-        "held_out_images": len(held_out),
-        "seconds": seconds,
-    }
+    result = run(setup)
+    return {**result, "seconds": time.perf_counter() - started}
 
 
 # ---------------------------------------------------------------------- methods
 
 
-class TestAccuracyAt(keras.callbacks.Callback):  # type: ignore[misc]
-    """Evaluates the full model on the test set at the end of the given global epochs."""
-
-    def __init__(self, test: Arrays, epochs: list[int]) -> None:
-        super().__init__()
-        self.test, self.epochs = test, set(epochs)
-        self.accuracy: dict[int, float] = {}
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if epoch + 1 in self.epochs:
-            self.accuracy[epoch + 1] = accuracy(self.model, self.test)
-
-
-def accuracy(model: keras.Model, test: Arrays) -> float:
-    logits = model.predict(test[0], batch_size=128, verbose=0)
-    return float(np.mean(np.argmax(logits, -1) == test[1]))
-
-
-def new_classifier(args: argparse.Namespace, seed: int) -> tk.TransferClassifier:
-    keras.utils.set_random_seed(seed)
-    return tk.TransferClassifier(
-        args.backbone,
-        num_classes=5,
-        image_size=args.image_size,
-        weights=args.weights,
-        augmentation=None,
-    )
-
-
-def recipe(args: argparse.Namespace, train: Arrays, test: Arrays, seed: int) -> dict[str, Any]:
-    clf = new_classifier(args, seed)
-    started = time.perf_counter()
-    clf.fit_head(train, epochs=10, verbose=0)
-    head = accuracy(clf.model, test)
+def recipe(setup: Setup) -> dict[str, Any]:
+    clf = new_classifier(setup)
+    clf.fit_head(setup.train, epochs=10, verbose=0)
+    head = score(clf.model, setup)
     layer = round(RECIPE_FRACTION * len(clf.backbone.layers))
     clf.unfreeze(layer)
-    clf.fine_tune(train, epochs=10, verbose=0)
-    seconds = time.perf_counter() - started
-    return {
-        "accuracy": accuracy(clf.model, test),
-        "head_accuracy": head,
-        "seconds": seconds,
-        "unfreeze_from": layer,
-    }
+    clf.fine_tune(setup.train, epochs=10, verbose=0)
+    return {"score": score(clf.model, setup), "head_score": head, "unfreeze_from": layer}
 
 
-def fit_default(args: argparse.Namespace, train: Arrays, test: Arrays, seed: int) -> dict[str, Any]:
-    clf = new_classifier(args, seed)
+def fit_with(setup: Setup, kwargs: dict[str, Any]) -> dict[str, Any]:
+    clf = new_classifier(setup)
+    clf.fit(setup.train, verbose=0, **resolve_kwargs(kwargs))
+    decisions = getattr(clf.history, "decisions", [])
+    return {"score": score(clf.model, setup), "decisions": decisions}
+
+
+def resolve_kwargs(value: Any) -> Any:
+    """JSON to keyword arguments: ``{"tk.Name": {...}}`` becomes ``tk.Name(**{...})``."""
+    if isinstance(value, dict):
+        if len(value) == 1 and next(iter(value)).startswith("tk."):
+            name, inner = next(iter(value.items()))
+            return getattr(tk, name[3:])(**resolve_kwargs(inner))
+        return {key: resolve_kwargs(item) for key, item in value.items()}
+    return value
+
+
+def pooled_features(setup: Setup, *images: np.ndarray) -> list[np.ndarray]:
+    """The frozen pretrained backbone's pooled features of each array, as the head sees them."""
+    model = new_classifier(setup, images[0].shape[1:3]).model
+    extractor = keras.Model(model.inputs, model.get_layer("pooling").output)
+    return [np.asarray(extractor.predict(x, batch_size=256, verbose=0)) for x in images]
+
+
+def fit_probe(features: np.ndarray, labels: np.ndarray, seed: int) -> Callable[..., np.ndarray]:
+    """Logistic regression, C by cross-validation; returns its probability function."""
+
+    def one(target: np.ndarray, scoring: str, folds: int) -> Any:
+        folds = min(folds, int(np.bincount(target.astype(int)).min()))
+        cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+        # Standardized features of 1,280 dimensions: C above 1 only overfits, and L-BFGS
+        # would run to its limit there on separable data; 300 iterations are plenty below.
+        model = LogisticRegressionCV(
+            Cs=list(np.logspace(-4, 0, 5)), cv=cv, scoring=scoring, max_iter=300, tol=1e-3
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence at the largest C; sklearn's futures
+            return make_pipeline(StandardScaler(), model).fit(features, target)
+
+    if labels.ndim == 1:
+        return one(labels, "neg_log_loss", 3).predict_proba
+    models = [one(labels[:, c], "roc_auc", 3) for c in range(labels.shape[1])]
+    return lambda x: np.stack([m.predict_proba(x)[:, 1] for m in models], axis=-1)
+
+
+def probe(setup: Setup) -> dict[str, Any]:
+    train, test = pooled_features(setup, setup.train[0], setup.test[0])
+    probabilities = fit_probe(train, setup.train[1], setup.seed)(test)
+    if setup.regime.multi_label:
+        return {"score": float(roc_auc_score(setup.test[1], probabilities, average="macro"))}
+    return {"score": float(np.mean(np.argmax(probabilities, -1) == setup.test[1]))}
+
+
+def parts(setup: Setup) -> dict[str, Any]:
+    """The probe on single digits (the halves), combined over both halves of a test image."""
+    assert setup.parts is not None
+    (train_halves, train_labels), (test_halves, test_labels) = setup.parts
+    train, test = pooled_features(setup, train_halves, test_halves)
+    left, right = np.split(fit_probe(train, train_labels, setup.seed)(test), 2)
+    combined = 1.0 - (1.0 - left) * (1.0 - right)
+    halves = float(np.mean(np.argmax(np.concatenate([left, right]), -1) == test_labels))
+    auc = float(roc_auc_score(setup.test[1], combined, average="macro"))
+    return {"score": auc, "halves_accuracy": halves}
+
+
+def budget_epochs(setup: Setup, multiple: float) -> tuple[int, int]:
+    """Epochs of ``multiple`` times 0.1's fine-tuning budget on all the training images."""
+    steps = math.ceil(len(setup.train[1]) / 32)
+    epochs = min(max(math.ceil(BUDGET_STEPS / steps), MIN_EPOCHS), MAX_EPOCHS)
+    return max(1, round(multiple * epochs)), steps
+
+
+def sweep(setup: Setup, cells: list[tuple[float, float]]) -> dict[str, Any]:
+    """The sweep's head once, then each (rate, length) cell from it; scores and seconds."""
+    clf = new_classifier(setup)
     started = time.perf_counter()
-    clf.fit(train, verbose=0)  # type: ignore[attr-defined]
-    seconds = time.perf_counter() - started
-    result = {"accuracy": accuracy(clf.model, test), "seconds": seconds}
-    decisions = getattr(clf.history, "decisions", None)
-    if decisions is not None:
-        result["decisions"] = decisions
+    steps = math.ceil(len(setup.train[1]) / 32)
+    head_epochs = min(max(math.ceil(HEAD_STEPS / steps), 10), 100)
+    clf.fit_head(
+        setup.train, epochs=head_epochs, learning_rate=HEAD_RATE, schedule="cosine", verbose=0
+    )
+    head_weights, head_seconds = clf.model.get_weights(), time.perf_counter() - started
+    result: dict[str, Any] = {"head_score": score(clf.model, setup), "cells": {}}
+    for rate, multiple in cells:
+        clf = new_classifier(setup)
+        clf.model.set_weights(head_weights)
+        epochs, steps = budget_epochs(setup, multiple)
+        started = time.perf_counter()
+        clf.unfreeze(None)
+        schedule = tk.schedules.make_schedule("cosine", rate, epochs * steps)
+        with warnings.catch_warnings():  # the head was trained, on another classifier
+            warnings.simplefilter("ignore", TransferkitWarning)
+            clf.fine_tune(
+                setup.train, epochs=epochs, optimizer=keras.optimizers.Adam(schedule), verbose=0
+            )
+        seconds = head_seconds + time.perf_counter() - started
+        result["cells"][cell_name(rate, multiple)] = {
+            "score": score(clf.model, setup),
+            "epochs": epochs,
+            "seconds": seconds,
+        }
     return result
 
 
-def linear_head(args: argparse.Namespace, train: Arrays, test: Arrays, seed: int) -> dict[str, Any]:
-    """Test accuracy of the head alone, per Adam rate, at each epoch count of the sweep."""
-    results: dict[str, Any] = {}
-    for rate in args.head_rates:
-        clf = new_classifier(args, seed)
-        probe = TestAccuracyAt(test, args.head_epochs)
-        started = time.perf_counter()
-        clf.fit_head(
-            train, epochs=max(args.head_epochs), learning_rate=rate, callbacks=[probe], verbose=0
-        )
-        results[f"{rate:g}"] = {
-            "accuracy": {str(e): a for e, a in probe.accuracy.items()},
-            "seconds": time.perf_counter() - started,
-        }
-    return results
+def cell_name(rate: float, multiple: float) -> str:
+    return f"{rate:g} x {multiple:g}"
 
 
-def full_fine_tune(
-    args: argparse.Namespace, train: Arrays, test: Arrays, seed: int, head: tuple[float, int]
-) -> dict[str, Any]:
-    """The best head, then the whole backbone (BN frozen) with Adam, per rate and epochs."""
-    results: dict[str, Any] = {}
-    for rate in args.tune_rates:
-        clf = new_classifier(args, seed)
-        started = time.perf_counter()
-        clf.fit_head(train, epochs=head[1], learning_rate=head[0], verbose=0)
-        clf.unfreeze(None)
-        start = clf.history.next_epoch
-        probe = TestAccuracyAt(test, [start + e for e in args.tune_epochs])
-        clf.fine_tune(
-            train,
-            epochs=max(args.tune_epochs),
-            optimizer=keras.optimizers.Adam(rate),
-            callbacks=[probe],
-            verbose=0,
-        )
-        results[f"{rate:g}"] = {
-            "accuracy": {str(e - start): a for e, a in probe.accuracy.items()},
-            "seconds": time.perf_counter() - started,
-        }
-    return results
-
-
-def best_of_sweep(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
-    """The (rate, epochs) with the best mean test accuracy over seeds."""
-    table: dict[tuple[str, str], list[float]] = {}
-    for result in per_seed:
-        for rate, row in result.items():
-            for epochs, value in row["accuracy"].items():
-                table.setdefault((rate, epochs), []).append(value)
-    (rate, epochs), values = max(table.items(), key=lambda item: np.mean(item[1]))
-    return {
-        "learning_rate": float(rate),
-        "epochs": int(epochs),
-        **summary(values),
-        "all": {f"{r} x {e}": float(np.mean(v)) for (r, e), v in sorted(table.items())},
-    }
+# ---------------------------------------------------------------------- one regime
 
 
 def summary(values: list[float]) -> dict[str, Any]:
@@ -265,136 +255,241 @@ def summary(values: list[float]) -> dict[str, Any]:
     }
 
 
+def rows(args: argparse.Namespace, regime: Regime) -> dict[str, Callable[[Setup], Any]]:
+    """The methods run on every seed, by row name."""
+    methods: dict[str, Callable[[Setup], Any]] = {}
+    if "recipe" in args.methods:
+        methods["recipe"] = recipe
+    if "fit" in args.methods:
+        methods["fit"] = lambda setup: fit_with(setup, args.default_fit_kwargs)
+    for label, kwargs in zip(args.label, args.fit_kwargs, strict=True):
+        methods[f"fit[{label}]"] = lambda setup, kwargs=kwargs: fit_with(setup, kwargs)
+    if "probe" in args.methods:
+        methods["probe"] = probe
+    if "parts" in args.methods and regime.multi_label:
+        methods["parts"] = parts
+    return methods
+
+
+def setup_for(
+    args: argparse.Namespace, task: Task, regime: Regime, weights: str, seed: int
+) -> Setup:
+    train, test = regime_split(task, regime, seed)
+    if not regime.multi_label:
+        return Setup(regime, args, weights, train, test, seed)
+    train_pairs, train_halves = compose_pairs(train, max(len(train[1]) // 2, 20), seed)
+    test_pairs, test_halves = compose_pairs(test, len(test[1]), seed + 1000)
+    return Setup(regime, args, weights, train_pairs, test_pairs, seed, (train_halves, test_halves))
+
+
+def run_regime(
+    args: argparse.Namespace, task: Task, regime: Regime, weights: str
+) -> dict[str, Any]:
+    """Every method on every seed, in an order that alternates between seeds."""
+    methods = rows(args, regime)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in methods}
+    sweeps: list[dict[str, Any]] = []
+    cells = [(r, m) for r in args.sweep_rates for m in args.sweep_lengths]
+    for index, seed in enumerate(args.seeds):
+        setup = setup_for(args, task, regime, weights, seed)
+        names = list(methods) if index % 2 == 0 else list(methods)[::-1]
+        for name in names:
+            runs[name].append({"seed": seed, **timed(methods[name], setup)})
+            print(f"{regime.name} {name} seed {seed}:", short(runs[name][-1]), flush=True)
+        if (
+            "sweep" in args.methods
+            and regime.name in args.sweep_regimes
+            and index < args.sweep_seeds
+        ):
+            sweeps.append({"seed": seed, **sweep(setup, cells)})
+            scores = {name: round(cell["score"], 3) for name, cell in sweeps[-1]["cells"].items()}
+            print(f"{regime.name} sweep seed {seed}:", short(sweeps[-1]), scores, flush=True)
+            if index == 0 and not args.full_sweep:
+                best = max(sweeps[0]["cells"].items(), key=lambda item: item[1]["score"])[0]
+                cells = [c for c in cells if cell_name(*c) == best]
+    result: dict[str, Any] = {
+        "metric": "macro ROC AUC" if regime.multi_label else "accuracy",
+        "train_images": len(setup.train[1]),
+        "test_images": len(setup.test[1]),
+        "methods": {},
+    }
+    for name, values in runs.items():
+        result["methods"][name] = {
+            **summary([v["score"] for v in values]),
+            "seconds": summary([v["seconds"] for v in values]),
+            "runs": values,
+        }
+    if sweeps:
+        result["methods"]["sweep"] = best_of_sweep(sweeps)
+    return result
+
+
+def best_of_sweep(sweeps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The cell with the best mean score over the seeds that ran it (all, or the first)."""
+    table: dict[str, list[dict[str, Any]]] = {}
+    for run in sweeps:
+        for name, cell in run["cells"].items():
+            table.setdefault(name, []).append(cell)
+    complete = {n: v for n, v in table.items() if len(v) == len(sweeps)} or table
+    best = max(complete, key=lambda n: np.mean([c["score"] for c in complete[n]]))
+    return {
+        "cell": best,
+        **summary([c["score"] for c in table[best]]),
+        "seconds": summary([c["seconds"] for c in table[best]]),
+        "head_score": summary([run["head_score"] for run in sweeps]),
+        "first_seed": {n: v[0]["score"] for n, v in table.items()},
+        "runs": sweeps,
+    }
+
+
+# ---------------------------------------------------------------------- tables
+
+
+def table(results: list[dict[str, Any]], rst: bool = False) -> str:
+    """A markdown (or reStructuredText list-table) of the score and seconds of every row."""
+    merged: dict[str, dict[str, Any]] = {}
+    for result in results:
+        for name, regime in result["regimes"].items():
+            merged.setdefault(name, {"metric": regime["metric"], "methods": {}})
+            merged[name]["methods"].update(regime["methods"])
+    columns = list(dict.fromkeys(m for r in merged.values() for m in r["methods"]))
+    header = ["regime", "metric", *columns]
+    lines = []
+    for name, regime in merged.items():
+        cells = [name, regime["metric"]]
+        for column in columns:
+            row = regime["methods"].get(column)
+            cells.append("-" if row is None else cell_text(column, row))
+        lines.append(cells)
+    if rst:
+        body = [".. list-table::", "   :header-rows: 1", ""]
+        for line in [header, *lines]:
+            body += [f"   * - {line[0]}"] + [f"     - {cell}" for cell in line[1:]]
+        return "\n".join(body)
+    rule = ["---"] * len(header)
+    return "\n".join("| " + " | ".join(line) + " |" for line in [header, rule, *lines])
+
+
+def cell_text(column: str, row: dict[str, Any]) -> str:
+    text = f"{row['mean']:.3f} ± {row['sd']:.3f} ({row['seconds']['mean']:.0f} s)"
+    if len(row["values"]) == 1:
+        text = f"{row['mean']:.3f} ({row['seconds']['mean']:.0f} s, one seed)"
+    return f"{text} [{row['cell']}]" if column == "sweep" else text
+
+
+def short(result: dict[str, Any]) -> str:
+    hidden = ("runs", "values", "decisions", "cells")
+    return json.dumps({k: v for k, v in result.items() if k not in hidden}, default=str)
+
+
 # ---------------------------------------------------------------------- main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbone", default="mobilenet_v2")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--weights", default=None, help="pretrained backbone weights to reuse")
-    parser.add_argument("--save-weights", default=None, help="keep the pretrained weights here")
-    parser.add_argument("--pretrain-epochs", type=int, default=15)
-    parser.add_argument("--pretrain-lr", type=float, default=1e-3)
-    parser.add_argument("--per-class", type=int, default=100)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    # Textures only when named: every method was at chance there (docs/transfer_quality.rst).
+    digits = [name for name in REGIMES if name.startswith("digits")]
+    parser.add_argument("--regime", nargs="+", choices=sorted(REGIMES), default=digits)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument(
-        "--methods", nargs="+", default=["recipe", "fit", "linear_head", "full_fine_tune"]
-    )
-    parser.add_argument("--head-rates", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
-    parser.add_argument("--head-epochs", type=int, nargs="+", default=[10, 30, 60])
-    parser.add_argument("--tune-rates", type=float, nargs="+", default=[3e-4, 1e-3])
-    parser.add_argument("--tune-epochs", type=int, nargs="+", default=[4, 6, 8])
-    parser.add_argument(
-        "--ceiling-head-rate",
-        type=float,
-        default=1e-2,
-        help="the head's Adam rate before the full fine-tune sweep",
-    )
-    parser.add_argument("--ceiling-head-epochs", type=int, default=10)
-    parser.add_argument(
-        "--plot", default=None, help="draw the learning-rate finder's sweep (seed 0's head) here"
-    )
-    parser.add_argument(
-        "--merge",
-        nargs="+",
-        default=None,
-        help="combine results files written by --output into --output",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="one seed, smaller sweeps: a smoke run of a few minutes",
-    )
-    parser.add_argument("--output", default=None, help="write the results here as JSON")
+    methods = ["recipe", "fit", "probe", "parts", "sweep"]
+    parser.add_argument("--methods", nargs="+", choices=methods, default=methods)
+    parser.add_argument("--fit-kwargs", action="append", default=[], type=json.loads,
+                        help="a JSON object of fit() options: a row (repeatable)")  # fmt: skip
+    parser.add_argument("--label", action="append", default=[], help="each row's name")
+    parser.add_argument("--sweep-rates", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3])
+    parser.add_argument("--sweep-lengths", type=float, nargs="+", default=[1.0, 2.0])
+    parser.add_argument("--sweep-regimes", nargs="+", choices=sorted(REGIMES), default=None)
+    parser.add_argument("--full-sweep", action="store_true", help="every cell on every seed")
+    parser.add_argument("--sweep-seeds", type=int, default=None, help="sweep the first N seeds")
+    parser.add_argument("--backbone", default="mobilenet_v2")
+    parser.add_argument("--weights-dir", default=None,
+                        help="reuse (or keep) pretrained TASK.weights.h5 here")  # fmt: skip
+    parser.add_argument("--pretrain-epochs", type=int, default=None, help="default: the task's")
+    parser.add_argument("--pretrain-lr", type=float, default=1e-3)
+    parser.add_argument("--output", default=None, help="JSON results (default: in results/)")
+    parser.add_argument("--table", nargs="+", default=None, help="print the table of these")
+    parser.add_argument("--rst", action="store_true", help="the table as an RST list-table")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: tiny, one seed")
     args = parser.parse_args(argv)
+    if len(args.label) != len(args.fit_kwargs):
+        parser.error(f"give one --label per --fit-kwargs. Received: label={args.label}")
+    args.default_fit_kwargs = {}
+    args.sweep_regimes = args.sweep_regimes or args.regime
+    args.sweep_seeds = args.sweep_seeds or len(args.seeds)
     if args.quick:
-        args.seeds = args.seeds[:1]
-        args.head_rates, args.head_epochs = [1e-2], [10, 30]
-        args.tune_rates, args.tune_epochs = [1e-3], [3, 6]
-        args.pretrain_epochs = min(args.pretrain_epochs, 8)
+        args.seeds, args.pretrain_epochs = args.seeds[:1], 2
+        args.sweep_rates, args.sweep_lengths = args.sweep_rates[1:2], [0.1]
+        args.default_fit_kwargs = {"epochs": 1}
+    elif args.output is None:
+        args.output = os.path.join(RESULTS, "transfer-quality-regimes.json")
     return args
 
 
-METHODS: dict[str, Callable[..., dict[str, Any]]] = {"recipe": recipe, "fit": fit_default}
-
-
-def merge(paths: list[str], output: str) -> None:
-    """Combines results files of runs over different methods into one."""
-    results: dict[str, Any] = {"merged_from": paths}
-    for path in paths:
-        with open(path, encoding="utf-8") as file:
-            part = json.load(file)
-        results["settings " + os.path.basename(path)] = part.pop("settings")
-        results.update(part)
-    with open(output, "w", encoding="utf-8") as file:
-        json.dump(results, file, indent=2)
-        file.write("\n")
+def pretrained(args: argparse.Namespace, task: Task, folder: str) -> tuple[str, dict[str, Any]]:
+    """The task's pretrained backbone weights: reused from ``--weights-dir``, or made."""
+    path = os.path.join(args.weights_dir or folder, f"{task.name}.weights.h5")
+    if args.weights_dir and os.path.isfile(path):
+        return path, {"reused": path}
+    source = task.source
+    if args.quick:
+        source = (source[0][:500], source[1][:500])
+    epochs = args.pretrain_epochs or task.pretrain_epochs
+    result = pretrain_backbone(
+        args.backbone, source, path, epochs=epochs, learning_rate=args.pretrain_lr,
+        batch_size=task.pretrain_batch_size,
+    )  # fmt: skip
+    print(f"pretraining {task.name}:", short(result), flush=True)
+    return path, result
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     args = parse_args(argv)
-    if args.merge:
-        merge(args.merge, args.output)
+    if args.table:
+        loaded = []
+        for path in args.table:
+            with open(path, encoding="utf-8") as file:
+                loaded.append(json.load(file))
+        print(table(loaded, rst=args.rst))
         return None
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
     started = time.perf_counter()
-    results: dict[str, Any] = {"settings": dict(vars(args))}
+    results: dict[str, Any] = {"settings": dict(vars(args)), "pretraining": {}, "regimes": {}}
+    tasks: dict[str, tuple[Task, str]] = {}
     with tempfile.TemporaryDirectory() as folder:
-        if args.weights is None:
-            args.weights = args.save_weights or os.path.join(folder, "backbone.weights.h5")
-            results["pretraining"] = pretrain(args, args.weights)
-            print("pretraining:", _short(results["pretraining"]))
-        images, labels = digit_images(range(5, 10), args.image_size)
-        splits = {seed: transfer_split(images, labels, args.per_class, seed) for seed in args.seeds}
-        # Seed by seed, the methods alternating, so drift in machine load favours neither.
-        timed = [name for name in ("recipe", "fit") if name in args.methods]
-        rows: dict[str, list[dict[str, Any]]] = {name: [] for name in timed}
-        for index, seed in enumerate(args.seeds):
-            for name in timed if index % 2 == 0 else timed[::-1]:
-                rows[name].append(METHODS[name](args, *splits[seed], seed))
-                print(f"{name} seed {seed}:", _short(rows[name][-1]), flush=True)
-        for name in timed:
-            results[name] = {
-                **summary([row["accuracy"] for row in rows[name]]),
-                "seconds": summary([row["seconds"] for row in rows[name]]),
-                "runs": rows[name],
-            }
-        if args.plot:
-            clf = new_classifier(args, args.seeds[0])
-            finder = clf.find_learning_rate(splits[args.seeds[0]][0], stage="head")
-            finder.plot(args.plot)
-            results["finder"] = {"suggestion": finder.suggestion, "plot": args.plot}
-        head = (args.ceiling_head_rate, args.ceiling_head_epochs)
-        if "linear_head" in args.methods:
-            sweep = [linear_head(args, *splits[seed], seed) for seed in args.seeds]
-            results["linear_head"] = {**best_of_sweep(sweep), "runs": sweep}
-            print("linear_head:", _short(results["linear_head"]))
-        if "full_fine_tune" in args.methods:
-            sweep = [full_fine_tune(args, *splits[seed], seed, head) for seed in args.seeds]
-            results["full_fine_tune"] = {**best_of_sweep(sweep), "head": head, "runs": sweep}
-            print("full_fine_tune:", _short(results["full_fine_tune"]))
-    results["test_images"] = len(splits[args.seeds[0]][1][1])
-    results["machine"] = {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "transferkit": tk.__version__,
-    }
-    results["total_seconds"] = time.perf_counter() - started
+        if args.weights_dir:
+            os.makedirs(args.weights_dir, exist_ok=True)
+        for name in args.regime:
+            regime = replace(REGIMES[name], per_class=5) if args.quick else REGIMES[name]
+            if regime.task not in tasks:
+                task = make_task(regime.task, quick=args.quick)
+                if args.quick:
+                    task = replace(task, test_per_class=10)
+                path, results["pretraining"][task.name] = pretrained(args, task, folder)
+                tasks[regime.task] = (task, path)
+            task, path = tasks[regime.task]
+            results["regimes"][name] = run_regime(args, task, regime, path)
+            write(args.output, results, started)  # what is done so far, in case of a stop
+    write(args.output, results, started)
+    print(table([results]))
     print(f"total {results['total_seconds']:.0f} s")
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as file:
-            json.dump(results, file, indent=2)
-            file.write("\n")
     return results
 
 
-def _short(result: dict[str, Any]) -> str:
-    return json.dumps(
-        {k: v for k, v in result.items() if k not in ("runs", "all", "values")}, default=str
-    )
+def write(path: str | None, results: dict[str, Any], started: float) -> None:
+    results["machine"] = {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "transferkit": tk.__version__,
+    }
+    results["total_seconds"] = time.perf_counter() - started
+    if path:
+        with open(path, "w", encoding="utf-8") as file:
+            json.dump(results, file, indent=2, default=str)
+            file.write("\n")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """Test-time augmentation against plain prediction, on the digits transfer task.
 
-Reuses ``transfer_quality.py``'s task (a backbone pretrained on digits 0-4 from scikit-learn's
-bundled digits, transferred to digits 5-9 with 100 training images per class; nothing is
-downloaded). For each seed, one classifier is trained (head, then the whole backbone
-fine-tuned, BatchNormalization frozen) and its test set is predicted with each ``tta``
-setting through :func:`transferkit.interpret.interpret`: accuracy, loss and prediction
-time per setting (after one untimed pass that traces the batch shapes).
+Reuses the digits task of ``quality_tasks.py`` (``transfer_quality.py``'s): a backbone
+pretrained on digits 0-4 from scikit-learn's bundled digits, transferred to digits 5-9 with 100
+training images per class; nothing is downloaded. For each seed, one classifier is trained
+(head, then the whole backbone fine-tuned, BatchNormalization frozen) and its test set is
+predicted with each ``tta`` setting through :func:`transferkit.interpret.interpret`: accuracy,
+loss and prediction time per setting (after one untimed pass that traces the batch shapes).
 
 Handwritten digits are not symmetric under a horizontal flip (a mirrored 2 is no 2), so
 this task is a hard case for the flip views; crops keep the digit's shape.
@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import tensorflow as tf
-from transfer_quality import digit_images, pretrain, transfer_split
+from quality_tasks import digit_images, pretrain, transfer_split
 
 import transferkit as tk
 from transferkit.interpret import interpret
