@@ -486,17 +486,19 @@ def test_train_without_recipe_runs_fit_and_prints_its_decisions(tmp_path, capsys
     folder = write_class_folders(tmp_path / "data", {"blue": 5, "green": 5, "red": 5})
     model = tmp_path / "fit.keras"
 
+    # Two validation images a class: with one, fit() keeps its probe and does not fine-tune.
     status = main(
         ["train", str(folder), "--backbone", TINY_BACKBONE, "--weights", "none",
-         "--epochs", "1", "--batch-size", "4", "--output", str(model)]
+         "--epochs", "1", "--batch-size", "4", "--validation-split", "0.4", "--output", str(model)]
     )  # fmt: skip
     out = capsys.readouterr().out
 
     assert status == 0
     clf = tk.load_classifier(model)
     assert clf.history.stages[-1] == "fine_tune"
-    assert clf.unfrozen_from == 0
-    assert "Images: train 12, validation 3; classes: blue, green, red" in out
+    kept = next(d["value"] for d in clf.history.decisions if d["name"] == "kept")
+    assert clf.unfrozen_from == (0 if kept == "fine_tuned" else None)
+    assert "Images: train 9, validation 6; classes: blue, green, red" in out
     assert [d["name"] for d in clf.history.decisions][:2] == ["validation", "head_learning_rate"]
     printed = [line for line in out.splitlines() if line.startswith("fit: ")]
     assert len(printed) == len(clf.history.decisions)
@@ -563,8 +565,9 @@ def test_train_with_fit_log_dir_logs_every_epoch_of_both_stages(tmp_path):
     logs = tmp_path / "logs"
 
     status = main(
-        ["train", str(folder), "--backbone", TINY_BACKBONE, "--weights", "none",
-         "--epochs", "1", "--batch-size", "4", "--output", str(model), "--log-dir", str(logs)]
+        ["train", str(folder), "--backbone", TINY_BACKBONE, "--weights", "none", "--epochs", "1",
+         "--batch-size", "4", "--validation-split", "0.4", "--output", str(model),
+         "--log-dir", str(logs)]
     )  # fmt: skip
 
     assert status == 0

@@ -8,7 +8,8 @@ begins, and as the same two processes started again, which resume from the check
 run is bounded in time; a process that hangs (its peer died) is killed and the logs shown.
 
 The tests start their own JAX processes whatever the backend of the suite, so they run once,
-in the full (slow) suite.
+in the full (slow) suite. (The file name sorts early, so that pytest-xdist starts these long
+runs early, beside other modules, not last.)
 """
 
 from __future__ import annotations
