@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -307,20 +308,21 @@ def _image_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(msg) from None
 
 
-def _log_dir(text: str) -> Path:
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        msg = f"must be a folder for TensorBoard's logs, not the file {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return path
+def _folder_for(contents: str) -> Callable[[str], Path]:
+    """An argparse type: a folder (existing or not) that is not a file, named in the error."""
+
+    def folder(text: str) -> Path:
+        path = Path(text)
+        if path.exists() and not path.is_dir():
+            msg = f"must be a folder for {contents}, not the file {text!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return path
+
+    return folder
 
 
-def _checkpoint_dir(text: str) -> Path:
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        msg = f"must be a folder for the checkpoints, not the file {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return path
+_log_dir = _folder_for("TensorBoard's logs")
+_checkpoint_dir = _folder_for("the checkpoints")
 
 
 def _layer(text: str) -> int | str:
