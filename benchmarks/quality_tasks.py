@@ -22,8 +22,10 @@ with multi-hot labels, built from the training and test digits of the seed's spl
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -32,6 +34,10 @@ import tensorflow as tf
 from sklearn.datasets import load_digits
 
 import transferkit as tk
+
+# The pretraining's BatchNormalization fix is the digits example's, used as it is.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from digits import set_batch_norm_statistics
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
@@ -260,26 +266,6 @@ def pretrain_backbone(
         "held_out_images": len(held_out),
         "seconds": seconds,
     }
-
-
-def set_batch_norm_statistics(
-    model: keras.Model, backbone: keras.Model, images: np.ndarray
-) -> None:
-    """Sets every BatchNormalization layer's moving mean and variance from ``images``.
-
-    A few hundred steps leave the moving averages behind the batch statistics the network
-    was trained with, and in inference mode (how a classifier runs its backbone) it would be
-    near chance. One training-mode pass at momentum 0 sets them.
-    """
-    layers = [
-        layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    momentums = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = 0.0
-    model(images, training=True)
-    for layer, momentum in zip(layers, momentums, strict=True):
-        layer.momentum = momentum
 
 
 def pretrain(args: Any, path: str) -> dict[str, Any]:
